@@ -1,0 +1,144 @@
+/**
+ * The composition root: buildApp(config) wires the registry, worker pool, loader, rank service,
+ * metrics, shadow runner and canary monitor into a Fastify instance (the ranking API) plus a second
+ * one for the admin API. Tests drive both with inject(); src/main.ts only listens and handles signals.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import underPressure from '@fastify/under-pressure';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config.js';
+import { Errors } from './errors.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { ModelLoader } from './models/loader.js';
+import { InferencePool } from './models/pool.js';
+import { manifestReferenceRequests } from './models/reference.js';
+import type { ReferenceSource } from './models/gate.js';
+import { ModelRegistry } from './models/registry.js';
+import { CanaryMonitor } from './ranking/canary-monitor.js';
+import { createImpressionLog, type ImpressionLog } from './ranking/impression-log.js';
+import { RankService } from './ranking/rank-service.js';
+import { ShadowRunner } from './ranking/shadow.js';
+import { UserCache } from './ranking/user-cache.js';
+import { adminRoutes } from './routes/admin.js';
+import { handleError } from './routes/errors.js';
+import { rankRoutes } from './routes/rank.js';
+import { v2Routes } from './routes/v2.js';
+import { projectVersion } from './paths.js';
+
+export interface AppOptions {
+  logger?: Logger;
+  reference?: ReferenceSource;
+}
+
+export interface Ranker {
+  config: Config;
+  registry: ModelRegistry;
+  pool: InferencePool;
+  loader: ModelLoader;
+  metrics: Metrics;
+  service: RankService;
+  cache: UserCache;
+  canary: CanaryMonitor;
+  shadow: ShadowRunner;
+  impressions: ImpressionLog | null;
+  admin: FastifyInstance;
+  log: Logger;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    ranker: Ranker;
+  }
+}
+
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
+  const log = options.logger ?? pino({ level: config.logLevel, base: { service: 'gem-lite-ranker' } });
+  const metrics = createMetrics();
+  const registry = new ModelRegistry();
+  const pool = new InferencePool(config, {
+    batch(key, requests, candidates, runMs) {
+      metrics.batchSize.observe(candidates);
+      metrics.batchRequests.observe(requests);
+      metrics.runMs.observe({ model: key.split('@')[0] }, runMs);
+    },
+    workerExit(workerId, code) {
+      metrics.workerExits.inc();
+      log.error({ workerId, code }, 'inference worker exited; replacing it');
+    },
+  });
+  let loader: ModelLoader;
+  const canary = new CanaryMonitor(config.canary, registry, log, metrics, (name) => loader.rollbackCanary(name));
+  const shadow = new ShadowRunner(pool, registry, metrics, config.shadowMaxInflight);
+  const impressions = config.impressionLog ? createImpressionLog(config.impressionLog) : null;
+  loader = new ModelLoader(config, registry, pool, log, options.reference ?? manifestReferenceRequests, {
+    failed: (entry) => metrics.loadFailures.inc({ model: entry.name }),
+    rolloutRejected: () => metrics.rolloutRejected.inc(),
+    loaded: (entry) => metrics.provider.set({ model: entry.name, version: String(entry.version), provider: entry.load!.provider }, 1),
+    unloaded: (entry) => metrics.provider.remove({ model: entry.name, version: String(entry.version), provider: entry.load?.provider ?? 'cpu' }),
+  });
+  registry.on('state', (entry, previous) => {
+    metrics.versionState.remove({ model: entry.name, version: String(entry.version), state: previous });
+    metrics.versionState.set({ model: entry.name, version: String(entry.version), state: entry.state }, 1);
+  });
+  const cache = new UserCache(config.userCacheEntries, config.userCacheTtlMs, (hit) => metrics.userCache.inc({ result: hit ? 'hit' : 'miss' }));
+  const service = new RankService(registry, pool, cache, metrics, config, {
+    observe: (o) => canary.observe(o),
+    shadow: (request, objective, primary, versions) => shadow.schedule(request, primary, versions),
+    impressions: impressions ? (request, result) => impressions.write(request, result) : undefined,
+  });
+
+  const app: FastifyInstance = Fastify({
+    loggerInstance: log as unknown as FastifyBaseLogger,
+    // Per-request access lines cost more than scoring at our rates; metrics and error logs cover it.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimitBytes,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  const admin: FastifyInstance = Fastify({ loggerInstance: log.child({ api: 'admin' }) as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 64 * 1024 });
+  const ranker: Ranker = { config, registry, pool, loader, metrics, service, cache, canary, shadow, impressions, admin, log };
+  app.decorate('ranker', ranker);
+  app.setErrorHandler(handleError);
+  admin.setErrorHandler(handleError);
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: { code: 'NOT_FOUND', message: `${request.method} ${request.url} is not a route` } }));
+
+  let closing = false;
+  const isReady = () => {
+    const rollout = registry.rollout;
+    return !closing && rollout !== null && Object.keys(rollout.routes).length > 0 && registry.routing.surfaces.size === Object.keys(rollout.routes).length;
+  };
+
+  await app.register(underPressure, {
+    maxEventLoopDelay: config.maxEventLoopDelayMs,
+    retryAfter: 1,
+    pressureHandler: (_request, reply, type, value) => {
+      metrics.shed.inc({ reason: String(type) });
+      reply.header('retry-after', '1').code(503).send({ error: { code: Errors.OVERLOADED.code, message: `server overloaded: ${type} ${value}` } });
+    },
+  });
+  await app.register(rankRoutes, { config, service, metrics });
+  await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
+  app.get('/metrics', async (_request, reply) => {
+    metrics.queuedCandidates.set(pool.queuedCandidates);
+    return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  await admin.register(adminRoutes, { ranker, isReady });
+
+  app.addHook('onReady', async () => {
+    await pool.start();
+    await loader.start();
+    if (!isReady()) log.warn({ warnings: registry.routing.warnings, rolloutError: loader.rolloutError }, 'not every routed surface has a ready model');
+  });
+  app.addHook('preClose', async () => {
+    closing = true;
+    await loader.stop();
+  });
+  app.addHook('onClose', async () => {
+    await shadow.idle();
+    await pool.close();
+    await impressions?.close();
+    await admin.close();
+  });
+  return app;
+}

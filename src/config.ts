@@ -1,0 +1,162 @@
+/**
+ * The one place that reads the environment. Every option is resolved and validated once at boot,
+ * then frozen; a bad value stops start-up with a message naming the variable.
+ */
+import os from 'node:os';
+import path from 'node:path';
+
+export type ExecutionProvider = 'cuda' | 'tensorrt' | 'webgpu' | 'cpu';
+const kProviders: readonly ExecutionProvider[] = ['cuda', 'tensorrt', 'webgpu', 'cpu'];
+
+export interface Config {
+  port: number;
+  host: string;
+  modelRepo: string;
+  adminPort: number;
+  adminHost: string;
+  adminToken: string | null;
+  logLevel: string;
+  /** Worker threads that own ONNX Runtime sessions. */
+  poolSize: number;
+  intraOpThreads: number;
+  executionProviders: ExecutionProvider[];
+  /** Batches a worker may hold at once (1 running + queued in its port). */
+  workerQueueDepth: number;
+  /** Cross-request micro-batching: wait at most this long to fill a batch when workers are busy. */
+  batchMaxDelayMs: number;
+  batchMaxCandidates: number;
+  /** Candidates waiting for a worker before new requests are shed with 503. */
+  maxQueuedCandidates: number;
+  /** Event-loop delay (ms, p99 over the last second) above which requests are shed. */
+  maxEventLoopDelayMs: number;
+  maxCandidates: number;
+  maxHistory: number;
+  maxFeatureEntries: number;
+  bodyLimitBytes: number;
+  defaultDeadlineMs: number;
+  userCacheEntries: number;
+  userCacheTtlMs: number;
+  rescanIntervalMs: number;
+  watchRepo: boolean;
+  keepVersions: number;
+  shadowMaxInflight: number;
+  gate: {
+    maxMeanShift: number;
+    maxQuantileShift: number;
+    maxMsPerCandidate: number;
+  };
+  canary: {
+    minRequests: number;
+    maxErrorRate: number;
+    maxP99Ratio: number;
+    maxMeanScoreShift: number;
+    windowMs: number;
+  };
+  impressionLog: string | null;
+  shutdownGraceMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(variable: string, message: string) {
+    super(`invalid configuration ${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(name, `expected an integer, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `expected ${min}..${max}, got ${value}`);
+  return value;
+}
+
+function decimal(env: Env, name: string, fallback: number, min: number, max = Number.MAX_VALUE): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(value)) throw new ConfigError(name, `expected a number, got "${raw}"`);
+  if (value < min || value > max) throw new ConfigError(name, `expected ${min}..${max}, got ${value}`);
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (['1', 'true', 'yes'].includes(raw.toLowerCase())) return true;
+  if (['0', 'false', 'no'].includes(raw.toLowerCase())) return false;
+  throw new ConfigError(name, `expected true/false, got "${raw}"`);
+}
+
+function text(env: Env, name: string, fallback: string): string {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? fallback : raw;
+}
+
+function providers(env: Env, name: string): ExecutionProvider[] {
+  const raw = text(env, name, 'cpu');
+  const list = raw.split(',').map((p) => p.trim().toLowerCase()).filter(Boolean);
+  for (const p of list) {
+    if (!kProviders.includes(p as ExecutionProvider)) throw new ConfigError(name, `unknown provider "${p}" (known: ${kProviders.join(', ')})`);
+  }
+  if (!list.includes('cpu')) list.push('cpu');
+  return list as ExecutionProvider[];
+}
+
+const kLogLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Resolve configuration from an environment (process.env by default) plus explicit overrides (tests). */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Readonly<Config> {
+  const cores = os.availableParallelism?.() ?? os.cpus().length;
+  const logLevel = text(env, 'LOG_LEVEL', 'info');
+  if (!kLogLevels.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `expected one of ${kLogLevels.join(', ')}, got "${logLevel}"`);
+  const adminToken = env.ADMIN_TOKEN && env.ADMIN_TOKEN.length > 0 ? env.ADMIN_TOKEN : null;
+  if (adminToken !== null && adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');
+  const config: Config = {
+    port: integer(env, 'PORT', 8080, 0, 65535),
+    host: text(env, 'HOST', '0.0.0.0'),
+    modelRepo: path.resolve(text(env, 'MODEL_REPO', './models')),
+    adminPort: integer(env, 'ADMIN_PORT', 8081, 0, 65535),
+    adminHost: text(env, 'ADMIN_HOST', '127.0.0.1'),
+    adminToken,
+    logLevel,
+    poolSize: integer(env, 'POOL_SIZE', Math.max(1, cores - 1), 1, 64),
+    intraOpThreads: integer(env, 'INTRA_OP_THREADS', 1, 1, 64),
+    executionProviders: providers(env, 'EXECUTION_PROVIDERS'),
+    workerQueueDepth: integer(env, 'WORKER_QUEUE_DEPTH', 2, 1, 16),
+    batchMaxDelayMs: decimal(env, 'BATCH_MAX_DELAY_MS', 0, 0, 100),
+    batchMaxCandidates: integer(env, 'BATCH_MAX_CANDIDATES', 4096, 1, 65536),
+    maxQueuedCandidates: integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1),
+    maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 200, 1),
+    maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
+    maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),
+    maxFeatureEntries: integer(env, 'MAX_FEATURE_ENTRIES', 256, 1, 10000),
+    bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024),
+    defaultDeadlineMs: decimal(env, 'DEFAULT_DEADLINE_MS', 1000, 1),
+    userCacheEntries: integer(env, 'USER_CACHE_ENTRIES', 20000, 0),
+    userCacheTtlMs: integer(env, 'USER_CACHE_TTL_MS', 60000, 1),
+    rescanIntervalMs: integer(env, 'RESCAN_INTERVAL_MS', 5000, 100),
+    watchRepo: boolean(env, 'WATCH_REPO', true),
+    keepVersions: integer(env, 'KEEP_VERSIONS', 2, 1, 20),
+    shadowMaxInflight: integer(env, 'SHADOW_MAX_INFLIGHT', 4, 0, 1000),
+    gate: {
+      maxMeanShift: decimal(env, 'GATE_MAX_MEAN_SHIFT', 1.5, 0),
+      maxQuantileShift: decimal(env, 'GATE_MAX_QUANTILE_SHIFT', 2.5, 0),
+      maxMsPerCandidate: decimal(env, 'GATE_MAX_MS_PER_CANDIDATE', 0.05, 0),
+    },
+    canary: {
+      minRequests: integer(env, 'CANARY_MIN_REQUESTS', 200, 1),
+      maxErrorRate: decimal(env, 'CANARY_MAX_ERROR_RATE', 0.02, 0, 1),
+      maxP99Ratio: decimal(env, 'CANARY_MAX_P99_RATIO', 3, 1),
+      maxMeanScoreShift: decimal(env, 'CANARY_MAX_MEAN_SCORE_SHIFT', 0.5, 0),
+      windowMs: integer(env, 'CANARY_WINDOW_MS', 60000, 1000),
+    },
+    impressionLog: env.IMPRESSION_LOG ? path.resolve(env.IMPRESSION_LOG) : null,
+    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 10000, 0),
+    ...overrides,
+  };
+  return Object.freeze(config);
+}

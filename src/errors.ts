@@ -1,0 +1,62 @@
+/**
+ * The coded error catalogue. Every error the server answers with comes from here, so a code has one
+ * status and one message template; foreign errors (ONNX Runtime, worker exit, abort) are wrapped with
+ * their `cause` kept. docs/ERRORS.md lists the same codes (test/errors.test.ts keeps them in sync).
+ */
+export class RankerError extends Error {
+  readonly code: string;
+  readonly statusCode: number;
+  readonly details: Record<string, unknown> | undefined;
+  constructor(code: string, statusCode: number, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'RankerError';
+    this.code = code;
+    this.statusCode = statusCode;
+    this.details = options?.details;
+  }
+}
+
+type Factory<A extends unknown[]> = ((...args: A) => RankerError) & { code: string; statusCode: number };
+
+function define<A extends unknown[]>(code: string, statusCode: number, message: (...args: A) => string): Factory<A> {
+  const factory = ((...args: A) => new RankerError(code, statusCode, message(...args))) as Factory<A>;
+  factory.code = code;
+  factory.statusCode = statusCode;
+  return factory;
+}
+
+export const Errors = {
+  BAD_REQUEST: define('RANK_BAD_REQUEST', 400, (path: string, why: string) => `${path}: ${why}`),
+  BODY_TOO_LARGE: define('RANK_BODY_TOO_LARGE', 413, (limit: number) => `request body exceeds ${limit} bytes`),
+  UNKNOWN_SURFACE: define('RANK_UNKNOWN_SURFACE', 404, (surface: string, known: string[]) => `unknown surface "${surface}"; known surfaces: ${known.join(', ') || '(none)'}`),
+  UNKNOWN_MODEL: define('MODEL_NOT_FOUND', 404, (name: string) => `model "${name}" is not in the repository`),
+  UNKNOWN_VERSION: define('MODEL_VERSION_NOT_FOUND', 404, (name: string, version: number) => `model "${name}" has no version ${version}`),
+  VERSION_NOT_READY: define('MODEL_VERSION_NOT_READY', 409, (key: string, state: string) => `${key} is not ready (state: ${state})`),
+  NO_MODEL: define('MODEL_UNAVAILABLE', 503, (name: string) => `no ready version of model "${name}"`),
+  OVERLOADED: define('SERVER_OVERLOADED', 503, (why: string) => `server overloaded: ${why}`),
+  DEADLINE: define('DEADLINE_EXCEEDED', 504, (deadlineMs: number) => `deadline of ${deadlineMs} ms cannot be met`),
+  INFERENCE_FAILED: define('INFERENCE_FAILED', 500, (key: string, why: string) => `inference on ${key} failed: ${why}`),
+  WORKER_EXITED: define('WORKER_EXITED', 500, (workerId: number, code: number) => `inference worker ${workerId} exited with code ${code}`),
+  SHUTTING_DOWN: define('SERVER_SHUTTING_DOWN', 503, () => 'server is shutting down'),
+  MANIFEST_INVALID: define('MANIFEST_INVALID', 422, (where: string, why: string) => `manifest ${where} is invalid: ${why}`),
+  CHECKSUM_MISMATCH: define('MODEL_CHECKSUM_MISMATCH', 422, (where: string) => `sha256 of ${where} does not match its manifest`),
+  GATE_FAILED: define('MODEL_GATE_FAILED', 422, (key: string, why: string) => `${key} failed the validation gate: ${why}`),
+  LOAD_FAILED: define('MODEL_LOAD_FAILED', 422, (key: string, why: string) => `${key} could not be loaded: ${why}`),
+  ROLLOUT_INVALID: define('ROLLOUT_INVALID', 422, (why: string) => `rollout flags rejected: ${why}`),
+  UNAUTHORIZED: define('ADMIN_UNAUTHORIZED', 401, () => 'missing or wrong bearer token'),
+  BAD_IDENTIFIER: define('ADMIN_BAD_IDENTIFIER', 400, (what: string, value: string) => `${what} "${value}" is not a plain identifier`),
+  NOT_FOUND: define('NOT_FOUND', 404, (what: string) => `${what} not found`),
+} as const;
+
+export function isRankerError(error: unknown): error is RankerError {
+  return error instanceof RankerError;
+}
+
+/** Wrap any thrown value as a catalogue error, keeping it as the cause. */
+export function wrapInferenceError(key: string, error: unknown): RankerError {
+  if (isRankerError(error)) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  const wrapped = Errors.INFERENCE_FAILED(key, message);
+  (wrapped as { cause?: unknown }).cause = error;
+  return wrapped;
+}

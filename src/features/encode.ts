@@ -1,0 +1,214 @@
+/**
+ * Request JSON -> per-request typed arrays (encode*) -> one batch of ONNX feeds (assembleBatch).
+ * Encoding happens once per request and model; assembling concatenates the encoded parts of every
+ * request in a micro-batch, so cross-request batching costs copies, not re-encoding.
+ */
+import { Errors } from '../errors.js';
+import { hashId } from './id-hash.js';
+import { bucketFor, type DenseInputPlan, type FeaturePlan } from './plan.js';
+import type { Candidate, FeatureMap, HistoryEvent, RankRequest } from './request.js';
+
+export interface EncodedHistory {
+  /** Events kept (newest `maxHistory`, chronological). */
+  length: number;
+  /** Events dropped because the history was longer than the model's maxLength. */
+  truncated: number;
+  /** One array per plan.history entry, `length` values each. */
+  columns: Int32Array[];
+}
+
+export interface EncodedUser {
+  history: EncodedHistory;
+  dense: Float32Array[];
+}
+
+export interface EncodedCandidates {
+  count: number;
+  ids: Int32Array[];
+  dense: Float32Array[];
+}
+
+export interface EncodedRequest {
+  user: EncodedUser;
+  candidates: EncodedCandidates;
+}
+
+export type FeedTensor =
+  | { type: 'int64'; dims: number[]; data: BigInt64Array }
+  | { type: 'float32'; dims: number[]; data: Float32Array };
+
+export type Feeds = Record<string, FeedTensor>;
+
+export function encodeHistory(plan: FeaturePlan, history: HistoryEvent[] | undefined): EncodedHistory {
+  const events = history ?? [];
+  const length = Math.min(events.length, plan.maxHistory);
+  const start = events.length - length;
+  const columns: Int32Array[] = [];
+  for (const input of plan.history) {
+    const column = new Int32Array(length);
+    if (input.kind === 'id') {
+      const field = input.field as 'adId' | 'category';
+      for (let i = 0; i < length; i++) {
+        const id = events[start + i][field];
+        column[i] = id === undefined ? 0 : hashId(id, input.salt, input.buckets);
+      }
+    } else {
+      const field = input.field as 'surface' | 'event';
+      const index = input.enumIndex!;
+      for (let i = 0; i < length; i++) column[i] = index.get(events[start + i][field]) ?? 0;
+    }
+    columns.push(column);
+  }
+  return { length, truncated: events.length - length, columns };
+}
+
+function readNumeric(map: FeatureMap | undefined, key: string, fallback: number, path: string): number {
+  const value = map?.[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number') throw Errors.BAD_REQUEST(path, `must be a number for this model, got a ${typeof value}`);
+  return value;
+}
+
+function fillDense(
+  target: Float32Array,
+  base: number,
+  plan: DenseInputPlan,
+  userFeatures: FeatureMap | undefined,
+  context: FeatureMap | undefined,
+  candidate: Candidate | null,
+  pointer: string,
+): void {
+  for (const column of plan.columns) {
+    let map: FeatureMap | undefined;
+    let path: string;
+    if (column.origin === 'user') {
+      map = userFeatures;
+      path = `/user/features/${column.key}`;
+    } else if (column.origin === 'context') {
+      map = context;
+      path = `/context/${column.key}`;
+    } else {
+      map = candidate?.features;
+      path = `${pointer}/features/${column.key}`;
+    }
+    if (column.onehot) {
+      const value = map?.[column.key];
+      if (value !== undefined) {
+        const hit = column.onehot.get(value);
+        if (hit !== undefined) target[base + column.offset + hit] = 1;
+      }
+      continue;
+    }
+    const raw = column.origin === 'bid' ? candidate!.bid : readNumeric(map, column.key, column.fallback, path);
+    const x = column.transform === 'log1p_standardize' ? Math.log1p(Math.max(raw, 0)) : raw;
+    target[base + column.offset] = (x - column.mean) / column.std;
+  }
+}
+
+export function encodeUserDense(plan: FeaturePlan, request: RankRequest): Float32Array[] {
+  return plan.userDense.map((input) => {
+    const row = new Float32Array(input.width);
+    fillDense(row, 0, input, request.user.features, request.context, null, '/user');
+    return row;
+  });
+}
+
+export function encodeCandidates(plan: FeaturePlan, request: RankRequest): EncodedCandidates {
+  const candidates = request.candidates;
+  const count = candidates.length;
+  const ids = plan.candidateIds.map((input) => {
+    const column = new Int32Array(count);
+    const field = input.field;
+    for (let i = 0; i < count; i++) column[i] = hashId(candidates[i][field], input.salt, input.buckets);
+    return column;
+  });
+  const dense = plan.candidateDense.map((input) => {
+    const block = new Float32Array(count * input.width);
+    for (let i = 0; i < count; i++) fillDense(block, i * input.width, input, undefined, undefined, candidates[i], `/candidates/${i}`);
+    return block;
+  });
+  return { count, ids, dense };
+}
+
+function int64(length: number): { data: BigInt64Array; words: Int32Array } {
+  const data = new BigInt64Array(length);
+  // Every value we write is a non-negative int32, so writing the low word of each little-endian
+  // int64 through an Int32Array view avoids a BigInt per element.
+  return { data, words: new Int32Array(data.buffer) };
+}
+
+/** Concatenate encoded requests into one batch: R = requests.length user rows, N = all candidates. */
+export function assembleBatch(plan: FeaturePlan, requests: EncodedRequest[]): Feeds {
+  const rows = requests.length;
+  let total = 0;
+  let longest = 0;
+  for (const r of requests) {
+    total += r.candidates.count;
+    if (r.user.history.length > longest) longest = r.user.history.length;
+  }
+  const width = plan.usesHistory ? bucketFor(plan, longest) : 0;
+  const feeds: Feeds = {};
+
+  plan.history.forEach((input, k) => {
+    const { data, words } = int64(rows * width);
+    requests.forEach((r, row) => {
+      const column = r.user.history.columns[k];
+      const base = row * width * 2;
+      for (let i = 0; i < column.length; i++) words[base + 2 * i] = column[i];
+    });
+    feeds[input.name] = { type: 'int64', dims: [rows, width], data };
+  });
+  if (plan.historyLengthInput) {
+    const { data, words } = int64(rows);
+    requests.forEach((r, row) => (words[2 * row] = r.user.history.length));
+    feeds[plan.historyLengthInput] = { type: 'int64', dims: [rows], data };
+  }
+  plan.userDense.forEach((input, k) => {
+    const data = new Float32Array(rows * input.width);
+    requests.forEach((r, row) => data.set(r.user.dense[k], row * input.width));
+    feeds[input.name] = { type: 'float32', dims: [rows, input.width], data };
+  });
+  plan.candidateIds.forEach((input, k) => {
+    const { data, words } = int64(total);
+    let at = 0;
+    for (const r of requests) {
+      const column = r.candidates.ids[k];
+      for (let i = 0; i < column.length; i++) words[2 * (at + i)] = column[i];
+      at += column.length;
+    }
+    feeds[input.name] = { type: 'int64', dims: [total], data };
+  });
+  plan.candidateDense.forEach((input, k) => {
+    const data = new Float32Array(total * input.width);
+    let at = 0;
+    for (const r of requests) {
+      data.set(r.candidates.dense[k], at * input.width);
+      at += r.candidates.count;
+    }
+    feeds[input.name] = { type: 'float32', dims: [total, input.width], data };
+  });
+  if (plan.requestIndexInput) {
+    const { data, words } = int64(total);
+    let at = 0;
+    requests.forEach((r, row) => {
+      for (let i = 0; i < r.candidates.count; i++) words[2 * (at + i)] = row;
+      at += r.candidates.count;
+    });
+    feeds[plan.requestIndexInput] = { type: 'int64', dims: [total], data };
+  }
+  return feeds;
+}
+
+/**
+ * A cheap digest of a history for the user-side cache. Histories are append-only event logs, so the
+ * count plus the first, middle and last events identify a version of one user's history; a client that
+ * rewrites the middle of a history keeping its ends gets the cached encoding until the TTL passes.
+ */
+export function historyDigest(history: HistoryEvent[] | undefined): string {
+  if (!history || history.length === 0) return '0';
+  const n = history.length;
+  const first = history[0];
+  const mid = history[n >> 1];
+  const last = history[n - 1];
+  return `${n}:${first.ts}:${first.adId}:${mid.ts}:${mid.adId}:${mid.event}:${last.ts}:${last.adId}:${last.event}:${last.surface}:${last.category ?? ''}`;
+}

@@ -1,0 +1,33 @@
+/** Prometheus metrics: one registry per app, counter/histogram updates only on the hot path. */
+import client from 'prom-client';
+
+export function createMetrics() {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const ms = [0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 250, 1000];
+  return {
+    registry,
+    requests: new client.Counter({ name: 'rank_requests_total', help: 'Rank requests by surface and status code', labelNames: ['surface', 'code'], registers: [registry] }),
+    requestMs: new client.Histogram({ name: 'rank_request_duration_ms', help: 'Rank request latency (ms), parsing to response', labelNames: ['surface'], buckets: ms, registers: [registry] }),
+    candidates: new client.Counter({ name: 'rank_candidates_total', help: 'Candidates scored', labelNames: ['surface'], registers: [registry] }),
+    modelRequests: new client.Counter({ name: 'model_requests_total', help: 'Scoring calls per model version and arm', labelNames: ['model', 'version', 'arm', 'outcome'], registers: [registry] }),
+    modelMs: new client.Histogram({ name: 'model_score_duration_ms', help: 'Scoring latency per model version (queue + run)', labelNames: ['model', 'version', 'arm'], buckets: ms, registers: [registry] }),
+    batchSize: new client.Histogram({ name: 'inference_batch_candidates', help: 'Candidates per session.run (cross-request batches)', buckets: [16, 64, 128, 256, 500, 1000, 2000, 4000, 8000], registers: [registry] }),
+    batchRequests: new client.Histogram({ name: 'inference_batch_requests', help: 'Requests merged into one session.run', buckets: [1, 2, 3, 4, 6, 8, 12, 16], registers: [registry] }),
+    runMs: new client.Histogram({ name: 'inference_run_duration_ms', help: 'session.run time inside the worker', labelNames: ['model'], buckets: ms, registers: [registry] }),
+    queuedCandidates: new client.Gauge({ name: 'inference_queued_candidates', help: 'Candidates waiting for a worker', registers: [registry] }),
+    shed: new client.Counter({ name: 'rank_shed_total', help: 'Requests shed before scoring', labelNames: ['reason'], registers: [registry] }),
+    workerExits: new client.Counter({ name: 'inference_worker_exits_total', help: 'Inference workers that exited unexpectedly', registers: [registry] }),
+    versionState: new client.Gauge({ name: 'model_version_state', help: '1 for the state each known model version is in', labelNames: ['model', 'version', 'state'], registers: [registry] }),
+    provider: new client.Gauge({ name: 'model_execution_provider', help: '1 for the execution provider each loaded version runs on', labelNames: ['model', 'version', 'provider'], registers: [registry] }),
+    loadFailures: new client.Counter({ name: 'model_load_failures_total', help: 'Model versions that failed loading or the validation gate', labelNames: ['model'], registers: [registry] }),
+    rolloutRejected: new client.Counter({ name: 'rollout_rejected_total', help: 'Rollout flag files rejected (the last good flags stay)', registers: [registry] }),
+    rollbacks: new client.Counter({ name: 'canary_rollbacks_total', help: 'Automatic canary rollbacks', labelNames: ['model'], registers: [registry] }),
+    shadowDelta: new client.Histogram({ name: 'shadow_score_abs_delta', help: 'Mean |shadow - primary| score per request', labelNames: ['model', 'version'], buckets: [0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3], registers: [registry] }),
+    shadowDropped: new client.Counter({ name: 'shadow_dropped_total', help: 'Shadow scorings skipped to protect primary traffic', registers: [registry] }),
+    userCache: new client.Counter({ name: 'user_cache_lookups_total', help: 'User-side tensor cache lookups', labelNames: ['result'], registers: [registry] }),
+    truncated: new client.Counter({ name: 'rank_history_truncated_total', help: 'Requests whose history was longer than the model uses', registers: [registry] }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

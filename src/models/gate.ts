@@ -1,0 +1,216 @@
+/**
+ * The validation gate: nothing reaches traffic before it passes every check here.
+ *  1. the session's inputs/outputs match the manifest (names, dtypes);
+ *  2. golden tensors (golden.json `cases`) reproduce the pipeline's outputs within tolerance;
+ *  3. golden requests (golden.json `requests`) reproduce them through the server's own feature code;
+ *  4. a reference batch scores finite probabilities in [0, 1];
+ *  5. its score distribution is not wildly off the serving version's (mean and quantiles, logit space);
+ *  6. warm-up on every history length bucket, and the cost per candidate stays under the limit.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Config } from '../config.js';
+import { assembleBatch, encodeCandidates, encodeHistory, encodeUserDense, type Feeds, type EncodedRequest } from '../features/encode.js';
+import type { FeaturePlan } from '../features/plan.js';
+import type { RankRequest } from '../features/request.js';
+import type { Manifest } from './manifest.js';
+import type { InferencePool, LoadInfo } from './pool.js';
+import type { GateReport } from './registry.js';
+
+export interface GoldenTensor {
+  dtype: 'int64' | 'float32';
+  shape: number[];
+  data: number[];
+}
+
+export interface Golden {
+  tolerance?: { atol?: number; rtol?: number };
+  cases?: Array<{ inputs: Record<string, GoldenTensor>; outputs: Record<string, GoldenTensor> }>;
+  requests?: Array<{ body: RankRequest; p: number[] }>;
+}
+
+export type ReferenceSource = (manifest: Manifest, count: number) => RankRequest[];
+
+export interface GateSubject {
+  key: string;
+  dir: string;
+  manifest: Manifest;
+  plan: FeaturePlan;
+  outputName: string;
+  load: LoadInfo;
+}
+
+export interface GateBaseline {
+  key: string;
+  plan: FeaturePlan;
+  outputName: string;
+}
+
+export function encodeRequest(plan: FeaturePlan, request: RankRequest): EncodedRequest {
+  return {
+    user: { history: encodeHistory(plan, request.user.history), dense: encodeUserDense(plan, request) },
+    candidates: encodeCandidates(plan, request),
+  };
+}
+
+export function feedsFromGolden(inputs: Record<string, GoldenTensor>): Feeds {
+  const feeds: Feeds = {};
+  for (const [name, t] of Object.entries(inputs)) {
+    feeds[name] =
+      t.dtype === 'int64'
+        ? { type: 'int64', dims: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(v)) }
+        : { type: 'float32', dims: t.shape, data: Float32Array.from(t.data) };
+  }
+  return feeds;
+}
+
+function logit(p: number): number {
+  const q = Math.min(Math.max(p, 1e-7), 1 - 1e-7);
+  return Math.log(q / (1 - q));
+}
+
+export function quantiles(values: Float32Array | number[]): Record<string, number> {
+  const sorted = Float64Array.from(values).sort();
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
+  return { p01: at(0.01), p10: at(0.1), p50: at(0.5), p90: at(0.9), p99: at(0.99) };
+}
+
+function closeTo(actual: number, expected: number, atol: number, rtol: number): boolean {
+  return Math.abs(actual - expected) <= atol + rtol * Math.abs(expected);
+}
+
+function compare(actual: ArrayLike<number>, expected: number[], atol: number, rtol: number): string | null {
+  if (actual.length !== expected.length) return `${actual.length} values, expected ${expected.length}`;
+  for (let i = 0; i < expected.length; i++) {
+    if (!closeTo(actual[i], expected[i], atol, rtol)) return `value ${i} is ${actual[i]}, expected ${expected[i]} (atol ${atol}, rtol ${rtol})`;
+  }
+  return null;
+}
+
+export async function readGolden(dir: string): Promise<Golden> {
+  return JSON.parse(await readFile(path.join(dir, 'golden.json'), 'utf8')) as Golden;
+}
+
+export async function runGate(
+  pool: InferencePool,
+  subject: GateSubject,
+  baseline: GateBaseline | null,
+  reference: ReferenceSource,
+  limits: Config['gate'],
+): Promise<GateReport> {
+  const checks: GateReport['checks'] = [];
+  const report: GateReport = { passed: false, checks };
+  const check = (name: string, passed: boolean, detail: string) => {
+    checks.push({ name, passed, detail });
+    return passed;
+  };
+  const { manifest, plan } = subject;
+
+  // 1. signature
+  const wanted = new Map(manifest.inputs.map((i) => [i.name, i.dtype]));
+  const actual = new Map(subject.load.inputs.map((i) => [i.name, i.type]));
+  const missing = [...wanted.keys()].filter((n) => !actual.has(n));
+  const extra = [...actual.keys()].filter((n) => !wanted.has(n));
+  const mistyped = [...wanted].filter(([n, t]) => actual.has(n) && actual.get(n) !== t).map(([n, t]) => `${n} is ${actual.get(n)} not ${t}`);
+  const outputOk = subject.load.outputs.some((o) => o.name === subject.outputName && o.type === 'float32');
+  const signatureProblems = [
+    ...missing.map((n) => `manifest input ${n} missing from the model`),
+    ...extra.map((n) => `model input ${n} not in the manifest`),
+    ...mistyped,
+    ...(outputOk ? [] : [`model has no float32 output ${subject.outputName}`]),
+  ];
+  if (!check('signature', signatureProblems.length === 0, signatureProblems.join('; ') || 'inputs and outputs match the manifest')) return report;
+
+  // 2 + 3. golden
+  let golden: Golden;
+  try {
+    golden = await readGolden(subject.dir);
+  } catch (error) {
+    check('golden', false, `golden.json unreadable: ${(error as Error).message}`);
+    return report;
+  }
+  const atol = golden.tolerance?.atol ?? 1e-4;
+  const rtol = golden.tolerance?.rtol ?? 1e-3;
+  const cases = golden.cases ?? [];
+  const requests = golden.requests ?? [];
+  if (!check('golden-present', cases.length + requests.length > 0, `${cases.length} tensor cases, ${requests.length} requests`)) return report;
+  for (const [i, c] of cases.entries()) {
+    const expected = c.outputs[subject.outputName];
+    if (!expected) return check('golden-cases', false, `case ${i} has no output ${subject.outputName}`), report;
+    let outputs: Record<string, Float32Array>;
+    try {
+      outputs = (await pool.runFeeds(subject.key, feedsFromGolden(c.inputs))).outputs;
+    } catch (error) {
+      check('golden-cases', false, `case ${i}: ${(error as Error).message}`);
+      return report;
+    }
+    const problem = compare(outputs[subject.outputName], expected.data, atol, rtol);
+    if (!check('golden-cases', problem === null, problem ? `case ${i}: ${problem}` : `case ${i} matches`)) return report;
+  }
+  for (const [i, r] of requests.entries()) {
+    let outputs: Record<string, Float32Array>;
+    try {
+      outputs = (await pool.runFeeds(subject.key, assembleBatch(plan, [encodeRequest(plan, r.body)]))).outputs;
+    } catch (error) {
+      check('golden-requests', false, `request ${i}: ${(error as Error).message}`);
+      return report;
+    }
+    const problem = compare(outputs[subject.outputName], r.p, atol, rtol);
+    if (!check('golden-requests', problem === null, problem ? `request ${i}: ${problem}` : `request ${i} matches`)) return report;
+  }
+
+  // 4 + 5. reference batch
+  const referenceRequests = reference(manifest, 8);
+  const scored = await scoreAll(pool, subject.key, plan, subject.outputName, referenceRequests);
+  let bad = 0;
+  for (const s of scored) if (!Number.isFinite(s) || s < 0 || s > 1) bad++;
+  if (!check('finite-probabilities', bad === 0, bad === 0 ? `${scored.length} reference scores in [0, 1]` : `${bad} of ${scored.length} reference scores are NaN, infinite or outside [0, 1]`)) return report;
+  const mean = meanLogit(scored);
+  report.scoreMean = mean;
+  report.scoreQuantiles = quantiles(scored);
+  if (baseline) {
+    const base = await scoreAll(pool, baseline.key, baseline.plan, baseline.outputName, referenceRequests);
+    const shift = Math.abs(mean - meanLogit(base));
+    const baseQ = quantiles(base);
+    const qShift = Math.max(...Object.keys(baseQ).map((k) => Math.abs(logit(report.scoreQuantiles![k]) - logit(baseQ[k]))));
+    const ok = shift <= limits.maxMeanShift && qShift <= limits.maxQuantileShift;
+    if (!check('distribution', ok, `mean logit shift ${shift.toFixed(3)} (max ${limits.maxMeanShift}), largest quantile logit shift ${qShift.toFixed(3)} (max ${limits.maxQuantileShift}) vs ${baseline.key}`)) return report;
+  } else {
+    check('distribution', true, 'no serving version to compare with');
+  }
+
+  // 6. warm-up on each bucket + cost
+  let worst = 0;
+  for (const bucket of plan.usesHistory ? plan.historyBuckets : [0]) {
+    const request = { ...referenceRequests[0], user: { ...referenceRequests[0].user, history: stretchHistory(referenceRequests[0], bucket) } };
+    const feeds = () => assembleBatch(plan, [encodeRequest(plan, request)]);
+    await pool.runFeeds(subject.key, feeds());
+    // Time inside the worker, so a gate that runs under traffic is not charged for queueing.
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) best = Math.min(best, (await pool.runFeeds(subject.key, feeds())).runMs);
+    const perCandidate = best / request.candidates.length;
+    worst = Math.max(worst, perCandidate);
+  }
+  report.msPerCandidate = worst;
+  if (!check('latency', worst <= limits.maxMsPerCandidate, `${(worst * 1000).toFixed(2)} us per candidate at the longest bucket (max ${(limits.maxMsPerCandidate * 1000).toFixed(0)} us)`)) return report;
+  report.passed = true;
+  return report;
+}
+
+function stretchHistory(request: RankRequest, length: number) {
+  const source = request.user.history ?? [];
+  if (length === 0) return [];
+  const template = source.length > 0 ? source : [{ adId: 1, surface: 'feed', event: 'impression', ts: 0 }];
+  return Array.from({ length }, (_, i) => ({ ...template[i % template.length], ts: i }));
+}
+
+function meanLogit(values: Float32Array): number {
+  let sum = 0;
+  for (const v of values) sum += logit(v);
+  return sum / Math.max(1, values.length);
+}
+
+async function scoreAll(pool: InferencePool, key: string, plan: FeaturePlan, outputName: string, requests: RankRequest[]): Promise<Float32Array> {
+  const { outputs } = await pool.runFeeds(key, assembleBatch(plan, requests.map((r) => encodeRequest(plan, r))));
+  return outputs[outputName] ?? new Float32Array(0);
+}

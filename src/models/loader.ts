@@ -1,0 +1,357 @@
+/**
+ * The background loader: watches the model repository (fs.watch plus a periodic rescan as backstop),
+ * loads new versions off the request path, runs the validation gate, applies rollout flags, and
+ * drains then unloads versions that are no longer wanted. Scans never overlap; a scan requested
+ * while one runs is run once more afterwards.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { Errors, isRankerError } from '../errors.js';
+import { compileFeaturePlan } from '../features/plan.js';
+import { runGate, type ReferenceSource } from './gate.js';
+import { readManifest, verifyChecksum } from './manifest.js';
+import type { InferencePool } from './pool.js';
+import type { ModelRegistry, ModelVersion } from './registry.js';
+import { readRollout, validateRollout, writeRollout, type ModelFlags, type Rollout } from './rollout.js';
+
+export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
+export const kPlainVersion = /^[1-9][0-9]{0,8}$/;
+
+export interface LoaderEvents {
+  loaded?(entry: ModelVersion): void;
+  failed?(entry: ModelVersion): void;
+  unloaded?(entry: ModelVersion): void;
+  rollout?(rollout: Rollout, warnings: string[]): void;
+  rolloutRejected?(why: string): void;
+}
+
+type LoaderOptions = Pick<Config, 'modelRepo' | 'rescanIntervalMs' | 'watchRepo' | 'keepVersions' | 'gate'>;
+
+export class ModelLoader {
+  readonly #options: LoaderOptions;
+  readonly #registry: ModelRegistry;
+  readonly #pool: InferencePool;
+  readonly #log: Logger;
+  readonly #reference: ReferenceSource;
+  readonly #events: LoaderEvents;
+  #watcher: FSWatcher | null = null;
+  #interval: NodeJS.Timeout | null = null;
+  #debounce: NodeJS.Timeout | null = null;
+  #scanning: Promise<void> | null = null;
+  #again = false;
+  #stopped = false;
+  #lastRolloutText: string | null = null;
+  #rolloutError: string | null = null;
+  /** Versions an operator loaded by hand; kept loaded like flagged ones until unloaded by hand. */
+  #pinnedLoads = new Set<string>();
+  /** Directory fingerprints of failed versions: a failed version is retried only if its files change. */
+  #failedFingerprint = new Map<string, string>();
+  scans = 0;
+
+  constructor(options: LoaderOptions, registry: ModelRegistry, pool: InferencePool, log: Logger, reference: ReferenceSource, events: LoaderEvents = {}) {
+    this.#options = options;
+    this.#registry = registry;
+    this.#pool = pool;
+    this.#log = log;
+    this.#reference = reference;
+    this.#events = events;
+  }
+
+  get rolloutError(): string | null {
+    return this.#rolloutError;
+  }
+
+  async start(): Promise<void> {
+    await this.scan();
+    if (this.#options.watchRepo) {
+      try {
+        this.#watcher = watch(this.#options.modelRepo, { recursive: true }, () => this.#scheduleScan());
+        this.#watcher.on('error', (error) => this.#log.warn({ err: error }, 'model repository watch failed; periodic rescans continue'));
+      } catch (error) {
+        this.#log.warn({ err: error }, 'cannot watch the model repository; relying on periodic rescans');
+      }
+    }
+    this.#interval = setInterval(() => void this.scan(), this.#options.rescanIntervalMs);
+    this.#interval.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#watcher?.close();
+    if (this.#interval) clearInterval(this.#interval);
+    if (this.#debounce) clearTimeout(this.#debounce);
+    await this.#scanning?.catch(() => undefined);
+  }
+
+  #scheduleScan(): void {
+    if (this.#stopped || this.#debounce) return;
+    this.#debounce = setTimeout(() => {
+      this.#debounce = null;
+      void this.scan();
+    }, 100);
+  }
+
+  /** Run one scan (or join the one running and run once more after it). */
+  scan(): Promise<void> {
+    if (this.#stopped) return Promise.resolve();
+    if (this.#scanning) {
+      this.#again = true;
+      return this.#scanning;
+    }
+    this.#scanning = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#scanOnce();
+        } while (this.#again && !this.#stopped);
+      } finally {
+        this.#scanning = null;
+      }
+    })();
+    return this.#scanning;
+  }
+
+  async #scanOnce(): Promise<void> {
+    this.scans++;
+    const onDisk = await this.#listRepository();
+    for (const entry of this.#registry.all()) {
+      if (!onDisk.has(entry.key) && (entry.state === 'discovered' || entry.state === 'failed' || entry.state === 'unloaded')) this.#registry.forget(entry);
+    }
+    for (const [key, dir] of onDisk) {
+      const [name, version] = key.split('@');
+      this.#registry.discover(name, Number(version), dir);
+    }
+    const rollout = await this.#readFlags();
+    const wanted = this.#wanted(rollout, onDisk);
+    for (const entry of this.#registry.all()) {
+      if (this.#stopped) return;
+      if (!wanted.has(entry.key)) continue;
+      if (entry.state === 'discovered' || entry.state === 'unloaded' || (entry.state === 'failed' && (await this.#changedSinceFailure(entry)))) {
+        await this.loadVersion(entry);
+      }
+    }
+    if (rollout) this.#apply(rollout);
+    await this.#unloadUnwanted(wanted);
+  }
+
+  async #listRepository(): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    let models: string[];
+    try {
+      models = await readdir(this.#options.modelRepo);
+    } catch (error) {
+      this.#log.error({ err: error, repo: this.#options.modelRepo }, 'model repository cannot be read');
+      return found;
+    }
+    for (const name of models) {
+      if (!kPlainName.test(name)) continue; // hidden, temp and foreign entries
+      const modelDir = path.join(this.#options.modelRepo, name);
+      let versions: string[];
+      try {
+        if (!(await stat(modelDir)).isDirectory()) continue;
+        versions = await readdir(modelDir);
+      } catch {
+        continue;
+      }
+      for (const version of versions) {
+        if (!kPlainVersion.test(version)) continue;
+        const dir = path.join(modelDir, version);
+        try {
+          if ((await stat(dir)).isDirectory()) found.set(`${name}@${Number(version)}`, dir);
+        } catch {
+          /* vanished between readdir and stat */
+        }
+      }
+    }
+    return found;
+  }
+
+  async #readFlags(): Promise<Rollout | null> {
+    try {
+      const rollout = await readRollout(this.#options.modelRepo);
+      const text = JSON.stringify(rollout);
+      if (text !== this.#lastRolloutText) {
+        this.#lastRolloutText = text;
+        this.#log.info({ rollout }, 'rollout flags read');
+      }
+      this.#rolloutError = null;
+      return rollout;
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      if (why !== this.#rolloutError) {
+        this.#rolloutError = why;
+        const kept = this.#registry.rollout;
+        this.#log.error({ reason: why, kept: kept !== null }, kept ? 'rollout flags rejected; keeping the last good flags' : 'rollout flags rejected and none were ever good');
+        this.#events.rolloutRejected?.(why);
+      }
+      return this.#registry.rollout;
+    }
+  }
+
+  /** Flagged versions, versions loaded by hand, and the newest `keepVersions` versions of each model. */
+  #wanted(rollout: Rollout | null, onDisk: Map<string, string>): Set<string> {
+    const wanted = new Set<string>(this.#pinnedLoads);
+    for (const [name, flags] of Object.entries(rollout?.models ?? {})) {
+      wanted.add(`${name}@${flags.stable}`);
+      if (flags.canary) wanted.add(`${name}@${flags.canary.version}`);
+      for (const v of flags.shadow ?? []) wanted.add(`${name}@${v}`);
+    }
+    for (const name of this.#registry.models()) {
+      const versions = this.#registry
+        .versions(name)
+        .filter((v) => onDisk.has(v.key) && v.state !== 'failed')
+        .slice(-this.#options.keepVersions);
+      for (const v of versions) wanted.add(v.key);
+    }
+    for (const key of this.#registry.referenced()) wanted.add(key);
+    return wanted;
+  }
+
+  async #fingerprint(dir: string): Promise<string> {
+    const parts: string[] = [];
+    for (const file of ['manifest.json', 'model.onnx', 'golden.json']) {
+      try {
+        const s = await stat(path.join(dir, file));
+        parts.push(`${file}:${s.size}:${s.mtimeMs}`);
+      } catch {
+        parts.push(`${file}:absent`);
+      }
+    }
+    return parts.join('|');
+  }
+
+  async #changedSinceFailure(entry: ModelVersion): Promise<boolean> {
+    const before = this.#failedFingerprint.get(entry.key);
+    return before !== undefined && before !== (await this.#fingerprint(entry.dir));
+  }
+
+  /** Load, validate and make one version ready; on any failure it is marked failed and never served. */
+  async loadVersion(entry: ModelVersion): Promise<ModelVersion> {
+    const log = this.#log.child({ model: entry.name, version: entry.version });
+    const fingerprint = await this.#fingerprint(entry.dir);
+    this.#registry.setState(entry, 'loading');
+    let inPool = false;
+    try {
+      const manifest = await readManifest(entry.dir, { name: entry.name, version: entry.version });
+      await verifyChecksum(entry.dir, manifest);
+      const plan = compileFeaturePlan(manifest);
+      entry.manifest = manifest;
+      entry.plan = plan;
+      entry.outputName = manifest.outputs[0].name;
+      const load = await this.#pool.load(entry.key, path.join(entry.dir, manifest.model.file));
+      inPool = true;
+      entry.load = load;
+      if (load.fallbacks.length > 0) log.warn({ provider: load.provider, fallbacks: load.fallbacks }, 'execution provider fallback');
+      this.#registry.setState(entry, 'validating');
+      const serving = this.#registry.routing.models.get(entry.name)?.stable;
+      const baseline = serving && serving !== entry && serving.plan ? { key: serving.key, plan: serving.plan, outputName: serving.outputName } : null;
+      const gate = await runGate(this.#pool, { key: entry.key, dir: entry.dir, manifest, plan, outputName: entry.outputName, load }, baseline, this.#reference, this.#options.gate);
+      entry.gate = gate;
+      if (!gate.passed) {
+        const failed = gate.checks.find((c) => !c.passed);
+        throw Errors.GATE_FAILED(entry.key, `${failed?.name}: ${failed?.detail}`);
+      }
+      this.#failedFingerprint.delete(entry.key);
+      this.#registry.setState(entry, 'ready');
+      log.info({ provider: load.provider, loadMs: Math.round(load.loadMs), usPerCandidate: gate.msPerCandidate ? +(gate.msPerCandidate * 1000).toFixed(2) : null }, 'model version ready');
+      this.#events.loaded?.(entry);
+    } catch (error) {
+      if (inPool) await this.#pool.unload(entry.key).catch(() => undefined);
+      const why = isRankerError(error) ? error.message : `${(error as Error)?.message ?? String(error)}`;
+      this.#failedFingerprint.set(entry.key, fingerprint);
+      this.#registry.setState(entry, 'failed', why);
+      log.error({ reason: why }, 'model version failed; it will not be served');
+      this.#events.failed?.(entry);
+    }
+    return entry;
+  }
+
+  #apply(rollout: Rollout): void {
+    const before = this.#registry.routing;
+    const table = this.#registry.applyRollout(rollout);
+    const changed = (name: string) => {
+      const a = before.models.get(name);
+      const b = table.models.get(name);
+      return a?.stable !== b?.stable || a?.canary?.version !== b?.canary?.version || a?.canary?.percent !== b?.canary?.percent;
+    };
+    const names = new Set([...before.models.keys(), ...table.models.keys()]);
+    if ([...names].some(changed) || before.warnings.join() !== table.warnings.join()) {
+      const summary = Object.fromEntries(
+        [...table.models].map(([name, r]) => [name, { stable: r.stable.version, canary: r.canary ? `${r.canary.version}:${r.canary.percent}%` : null, shadow: r.shadow.map((s) => s.version) }]),
+      );
+      this.#log.info({ routing: summary, warnings: table.warnings }, 'routing updated');
+      this.#events.rollout?.(rollout, table.warnings);
+    }
+  }
+
+  async #unloadUnwanted(wanted: Set<string>): Promise<void> {
+    const referenced = this.#registry.referenced();
+    for (const entry of this.#registry.all()) {
+      if (entry.state !== 'ready' || wanted.has(entry.key) || referenced.has(entry.key)) continue;
+      await this.#drainAndUnload(entry);
+    }
+  }
+
+  async #drainAndUnload(entry: ModelVersion): Promise<void> {
+    this.#registry.setState(entry, 'draining');
+    await this.#registry.drain(entry);
+    await this.#pool.unload(entry.key);
+    this.#registry.setState(entry, 'unloaded');
+    this.#log.info({ model: entry.name, version: entry.version }, 'model version unloaded');
+    this.#events.unloaded?.(entry);
+  }
+
+  // ----- operations behind the admin API -----
+
+  async loadByHand(name: string, version: number): Promise<ModelVersion> {
+    await this.scan();
+    const entry = this.#registry.get(name, version);
+    if (!entry) throw Errors.UNKNOWN_VERSION(name, version);
+    this.#pinnedLoads.add(entry.key);
+    if (entry.state !== 'ready') await this.loadVersion(entry);
+    if (this.#registry.rollout) this.#apply(this.#registry.rollout);
+    return entry;
+  }
+
+  async unloadByHand(name: string, version: number): Promise<ModelVersion> {
+    const entry = this.#registry.get(name, version);
+    if (!entry) throw Errors.UNKNOWN_VERSION(name, version);
+    if (this.#registry.referenced().has(entry.key)) throw Errors.VERSION_NOT_READY(entry.key, 'referenced by rollout flags; change the flags first');
+    this.#pinnedLoads.delete(entry.key);
+    if (entry.state === 'ready') await this.#drainAndUnload(entry);
+    return entry;
+  }
+
+  /** Merge one model's flags into the current rollout and apply it (admin API). */
+  async updateFlags(name: string, change: { stable?: number; canary?: { version: number; percent: number } | null; shadow?: number[] }): Promise<string[]> {
+    const current = this.#registry.rollout;
+    if (!current) throw Errors.ROLLOUT_INVALID('no valid rollout flags are loaded yet; PUT /admin/rollout first');
+    const previous = current.models[name];
+    if (!previous && change.stable === undefined) throw Errors.UNKNOWN_MODEL(name);
+    const next: ModelFlags = { stable: change.stable ?? previous!.stable };
+    const canary = change.canary === undefined ? previous?.canary : change.canary ?? undefined;
+    if (canary) next.canary = canary;
+    const shadow = change.shadow ?? previous?.shadow;
+    if (shadow && shadow.length > 0) next.shadow = shadow;
+    return this.setRollout({ ...current, models: { ...current.models, [name]: next } });
+  }
+
+  /** Automatic rollback: the canary's share goes to 0% (its version stays named for inspection). */
+  async rollbackCanary(name: string): Promise<string[]> {
+    const flags = this.#registry.rollout?.models[name];
+    if (!flags?.canary || flags.canary.percent === 0) return this.#registry.routing.warnings;
+    return this.updateFlags(name, { canary: { version: flags.canary.version, percent: 0 } });
+  }
+
+  /** Validate, persist atomically, then apply new flags. Bad flags change nothing. */
+  async setRollout(candidate: unknown): Promise<string[]> {
+    const rollout = validateRollout(candidate);
+    await writeRollout(this.#options.modelRepo, rollout);
+    await this.scan();
+    if (this.#rolloutError) throw Errors.ROLLOUT_INVALID(this.#rolloutError);
+    return this.#registry.routing.warnings;
+  }
+}

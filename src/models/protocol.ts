@@ -1,0 +1,30 @@
+/** Typed messages between the inference pool (main thread) and its workers. */
+import type { ExecutionProvider } from '../config.js';
+import type { Feeds } from '../features/encode.js';
+
+export interface TensorInfo {
+  name: string;
+  type: string;
+  shape: Array<string | number>;
+}
+
+export type ToWorker =
+  | { type: 'load'; key: string; file: string; providers: ExecutionProvider[]; intraOpThreads: number }
+  | { type: 'run'; id: number; key: string; feeds: Feeds }
+  | { type: 'unload'; key: string };
+
+export type FromWorker =
+  | { type: 'ready' }
+  | {
+      type: 'loaded';
+      key: string;
+      provider: ExecutionProvider;
+      fallbacks: Array<{ provider: ExecutionProvider; error: string }>;
+      inputs: TensorInfo[];
+      outputs: TensorInfo[];
+      loadMs: number;
+    }
+  | { type: 'load-failed'; key: string; error: string }
+  | { type: 'result'; id: number; outputs: Record<string, Float32Array>; runMs: number }
+  | { type: 'run-failed'; id: number; error: string }
+  | { type: 'unloaded'; key: string };

@@ -1,0 +1,97 @@
+/**
+ * Version flags (models/rollout.json): parsing, deterministic arm bucketing and atomic persistence.
+ * Bucketing hashes (user id, model name, salt), so every replica sends a user to the same arm.
+ */
+import { readFileSync } from 'node:fs';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import { Errors } from '../errors.js';
+import { hashId, hashString } from '../features/id-hash.js';
+import { schemaPath } from '../paths.js';
+import type { Surface } from './manifest.js';
+
+export interface ModelFlags {
+  stable: number;
+  canary?: { version: number; percent: number };
+  shadow?: number[];
+}
+
+export interface Rollout {
+  salt: string;
+  routes: Partial<Record<Surface, { ctr: string; cvr: string }>>;
+  models: Record<string, ModelFlags>;
+}
+
+export const kRolloutFile = 'rollout.json';
+const ajv = new Ajv({ allErrors: false, strict: false });
+const validateSchema = ajv.compile<Rollout>(JSON.parse(readFileSync(schemaPath('rollout.schema.json'), 'utf8')));
+
+/** Validate parsed flags; cross-field rules: every routed model has flags, canary differs from stable. */
+export function validateRollout(value: unknown): Rollout {
+  if (!validateSchema(value)) {
+    const first = validateSchema.errors?.[0];
+    throw Errors.ROLLOUT_INVALID(`${first?.instancePath || '/'} ${first?.message ?? 'does not match the schema'}`);
+  }
+  for (const [surface, route] of Object.entries(value.routes)) {
+    for (const objective of ['ctr', 'cvr'] as const) {
+      const name = route![objective];
+      if (!value.models[name]) throw Errors.ROLLOUT_INVALID(`/routes/${surface}/${objective} names "${name}", which has no entry in /models`);
+    }
+  }
+  for (const [name, flags] of Object.entries(value.models)) {
+    if (flags.canary && flags.canary.version === flags.stable) throw Errors.ROLLOUT_INVALID(`/models/${name}/canary/version equals stable`);
+  }
+  return value;
+}
+
+export async function readRollout(repo: string): Promise<Rollout> {
+  const file = path.join(repo, kRolloutFile);
+  let raw: string;
+  try {
+    raw = await readFile(file, 'utf8');
+  } catch (error) {
+    throw Errors.ROLLOUT_INVALID(`${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (error) {
+    throw Errors.ROLLOUT_INVALID(`${file} is not JSON (${(error as Error).message})`);
+  }
+  return validateRollout(parsed);
+}
+
+/** Write flags atomically: temp file in the same directory, fsync, rename, fsync the directory. */
+export async function writeRollout(repo: string, rollout: Rollout): Promise<void> {
+  const target = path.join(repo, kRolloutFile);
+  const temp = path.join(repo, `.tmp-rollout-${process.pid}-${Date.now()}.json`);
+  const handle = await open(temp, 'w');
+  try {
+    await handle.writeFile(JSON.stringify(rollout, null, 2) + '\n');
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(temp, target);
+  } catch (error) {
+    await unlink(temp).catch(() => undefined);
+    throw error;
+  }
+  const dir = await open(repo, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/** Bucket 0..9999 of a user for a model; stable across replicas and restarts for the same salt. */
+export function userBucket(userId: number, modelName: string, salt: string): number {
+  return hashId(userId, hashString(`${modelName}\u0000${salt}`), 10001) - 1;
+}
+
+export function inCanary(userId: number, modelName: string, salt: string, percent: number): boolean {
+  return userBucket(userId, modelName, salt) < percent * 100;
+}

@@ -1,0 +1,161 @@
+/**
+ * One /v1/rank request end to end, minus HTTP: resolve the model versions (holding a reference on
+ * each until scoring ends), encode features once per model, score ctr and (when a candidate bids
+ * cpa) cvr concurrently in the worker pool, rank by eCPM, then hand shadow scoring and canary
+ * statistics to their owners off the critical path.
+ */
+import { Errors, RankerError, wrapInferenceError } from '../errors.js';
+import { encodeCandidates, encodeUserDense, type EncodedRequest } from '../features/encode.js';
+import type { RankRequest } from '../features/request.js';
+import type { Objective, Surface } from '../models/manifest.js';
+import type { InferencePool } from '../models/pool.js';
+import type { Arm, ModelRegistry, ModelVersion, Resolved } from '../models/registry.js';
+import type { Metrics } from '../metrics.js';
+import { needsConversion, rankCandidates, type RankedItem } from './rank.js';
+import type { UserCache } from './user-cache.js';
+
+export interface ModelStamp {
+  name: string;
+  version: number;
+  arm: Arm;
+}
+
+export interface RankResult {
+  requestId: string;
+  surface: Surface;
+  models: { ctr: ModelStamp; cvr?: ModelStamp };
+  ranked: RankedItem[];
+  historyTruncated?: number;
+  timings: { totalMs: number; featuresMs: number; scoreMs: number };
+}
+
+export interface ScoreObservation {
+  version: ModelVersion;
+  arm: Arm;
+  ok: boolean;
+  ms: number;
+  scores: Float32Array | null;
+  request: RankRequest;
+}
+
+export interface RankServiceHooks {
+  /** Called for every primary scoring (canary monitor). */
+  observe?(observation: ScoreObservation): void;
+  /** Called after the primary result is ready, with the shadow versions to score (shadow runner). */
+  shadow?(request: RankRequest, objective: Objective, primary: { version: ModelVersion; scores: Float32Array }, shadows: ModelVersion[]): void;
+  /** The impression log. */
+  impressions?(request: RankRequest, result: RankResult): void;
+}
+
+export interface RankServiceOptions {
+  defaultDeadlineMs: number;
+}
+
+let requestCounter = 0;
+
+export class RankService {
+  readonly #registry: ModelRegistry;
+  readonly #pool: InferencePool;
+  readonly #cache: UserCache;
+  readonly #metrics: Metrics;
+  readonly #options: RankServiceOptions;
+  readonly #hooks: RankServiceHooks;
+
+  constructor(registry: ModelRegistry, pool: InferencePool, cache: UserCache, metrics: Metrics, options: RankServiceOptions, hooks: RankServiceHooks = {}) {
+    this.#registry = registry;
+    this.#pool = pool;
+    this.#cache = cache;
+    this.#metrics = metrics;
+    this.#options = options;
+    this.#hooks = hooks;
+  }
+
+  encode(version: ModelVersion, request: RankRequest): EncodedRequest {
+    const plan = version.plan!;
+    return {
+      user: { history: this.#cache.history(plan, request), dense: encodeUserDense(plan, request) },
+      candidates: encodeCandidates(plan, request),
+    };
+  }
+
+  async rank(request: RankRequest, startedAt: number = performance.now()): Promise<RankResult> {
+    const surface = request.surface as Surface;
+    const deadlineMs = request.deadlineMs ?? this.#options.defaultDeadlineMs;
+    const deadlineAt = startedAt + deadlineMs;
+    const wantCvr = needsConversion(request.candidates);
+    const held: Resolved[] = [];
+    try {
+      const ctr = this.#registry.resolve(surface, 'ctr', request.user.id, request.pin);
+      held.push(ctr);
+      const cvr = wantCvr ? this.#registry.resolve(surface, 'cvr', request.user.id, request.pin) : null;
+      if (cvr) held.push(cvr);
+
+      const featuresStart = performance.now();
+      const ctrEncoded = this.encode(ctr.version, request);
+      const cvrEncoded = cvr ? (cvr.version.plan === ctr.version.plan ? ctrEncoded : this.encode(cvr.version, request)) : null;
+      const featuresMs = performance.now() - featuresStart;
+
+      // Reject early when the queue already makes the deadline unreachable, rather than answer late.
+      const n = request.candidates.length;
+      const expected = this.#pool.estimateMs(ctr.version.key, n) + (cvr ? this.#pool.estimateMs(cvr.version.key, n) : 0);
+      if (performance.now() + expected > deadlineAt) {
+        this.#metrics.shed.inc({ reason: 'deadline' });
+        throw Errors.DEADLINE(deadlineMs);
+      }
+
+      const scoreStart = performance.now();
+      const [pctr, pcvr] = await Promise.all([
+        this.#score(ctr, ctrEncoded, request, deadlineAt),
+        cvr ? this.#score(cvr, cvrEncoded!, request, deadlineAt) : Promise.resolve(null),
+      ]);
+      const scoreMs = performance.now() - scoreStart;
+
+      const ranked = rankCandidates(request.candidates, pctr, pcvr, request.topK);
+      const truncated = ctrEncoded.user.history.truncated;
+      if (truncated > 0) this.#metrics.truncated.inc();
+      const result: RankResult = {
+        requestId: request.requestId ?? `r-${process.pid}-${++requestCounter}`,
+        surface,
+        models: {
+          ctr: { name: ctr.version.name, version: ctr.version.version, arm: ctr.arm },
+          ...(cvr ? { cvr: { name: cvr.version.name, version: cvr.version.version, arm: cvr.arm } } : {}),
+        },
+        ranked,
+        ...(truncated > 0 ? { historyTruncated: truncated } : {}),
+        timings: { totalMs: performance.now() - startedAt, featuresMs, scoreMs },
+      };
+      this.#metrics.candidates.inc({ surface }, n);
+      if (this.#hooks.shadow) {
+        if (ctr.shadows.length > 0) this.#hooks.shadow(request, 'ctr', { version: ctr.version, scores: pctr }, ctr.shadows);
+        if (cvr && pcvr && cvr.shadows.length > 0) this.#hooks.shadow(request, 'cvr', { version: cvr.version, scores: pcvr }, cvr.shadows);
+      }
+      this.#hooks.impressions?.(request, result);
+      return result;
+    } finally {
+      for (const r of held) this.#registry.release(r.version);
+    }
+  }
+
+  async #score(resolved: Resolved, encoded: EncodedRequest, request: RankRequest, deadlineAt: number): Promise<Float32Array> {
+    const { version, arm } = resolved;
+    const started = performance.now();
+    const labels = { model: version.name, version: String(version.version), arm };
+    try {
+      const scores = await this.#pool.score(version.key, version.plan!, encoded, version.outputName, deadlineAt);
+      const ms = performance.now() - started;
+      this.#metrics.modelMs.observe(labels, ms);
+      this.#metrics.modelRequests.inc({ ...labels, outcome: 'ok' });
+      this.#hooks.observe?.({ version, arm, ok: true, ms, scores, request });
+      return scores;
+    } catch (error) {
+      const wrapped = wrapInferenceError(version.key, error);
+      const ms = performance.now() - started;
+      this.#metrics.modelRequests.inc({ ...labels, outcome: wrapped.code });
+      // Shedding and deadlines say nothing about the model; only real failures count against it.
+      if (!(wrapped instanceof RankerError && (wrapped.statusCode === 503 || wrapped.statusCode === 504))) {
+        this.#hooks.observe?.({ version, arm, ok: false, ms, scores: null, request });
+      }
+      throw wrapped;
+    }
+  }
+}

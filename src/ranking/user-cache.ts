@@ -1,0 +1,41 @@
+/**
+ * User-side tensor cache: the encoded history of a user for one model version, keyed by
+ * (model version, user id, history digest). Bounded by entries and TTL; hit rate goes to metrics.
+ */
+import { LRUCache } from 'lru-cache';
+import { encodeHistory, historyDigest, type EncodedHistory } from '../features/encode.js';
+import type { FeaturePlan } from '../features/plan.js';
+import type { RankRequest } from '../features/request.js';
+
+export class UserCache {
+  readonly #cache: LRUCache<string, EncodedHistory> | null;
+  readonly #onLookup: (hit: boolean) => void;
+  hits = 0;
+  misses = 0;
+
+  constructor(entries: number, ttlMs: number, onLookup: (hit: boolean) => void = () => undefined) {
+    this.#cache = entries > 0 ? new LRUCache({ max: entries, ttl: ttlMs }) : null;
+    this.#onLookup = onLookup;
+  }
+
+  history(plan: FeaturePlan, request: RankRequest): EncodedHistory {
+    const history = request.user.history;
+    // Short histories are cheaper to encode than to digest and look up.
+    if (!this.#cache || !plan.usesHistory || !history || history.length < 16) return encodeHistory(plan, history);
+    const key = `${plan.modelKey}|${request.user.id}|${historyDigest(history)}`;
+    const cached = this.#cache.get(key);
+    this.#onLookup(cached !== undefined);
+    if (cached) {
+      this.hits++;
+      return cached;
+    }
+    this.misses++;
+    const encoded = encodeHistory(plan, history);
+    this.#cache.set(key, encoded);
+    return encoded;
+  }
+
+  get size(): number {
+    return this.#cache?.size ?? 0;
+  }
+}

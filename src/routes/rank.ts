@@ -1,0 +1,39 @@
+/** POST /v1/rank: HTTP only. Validation by the compiled schema; the work is RankService's. */
+import type { FastifyInstance } from 'fastify';
+import { context, propagation, trace } from '@opentelemetry/api';
+import type { Config } from '../config.js';
+import type { RankRequest } from '../features/request.js';
+import type { Metrics } from '../metrics.js';
+import type { RankService } from '../ranking/rank-service.js';
+import { rankSchemas } from './rank-schema.js';
+
+const tracer = trace.getTracer('gem-lite-ranker');
+
+export interface RankRouteOptions {
+  config: Config;
+  service: RankService;
+  metrics: Metrics;
+}
+
+export async function rankRoutes(app: FastifyInstance, { config, service, metrics }: RankRouteOptions): Promise<void> {
+  const schema = rankSchemas(config);
+  app.post<{ Body: RankRequest }>('/v1/rank', { schema: { body: schema.body, response: schema.response } }, async (request, reply) => {
+    const started = performance.now();
+    const body = request.body;
+    const parent = propagation.extract(context.active(), request.headers);
+    const span = tracer.startSpan('rank', { attributes: { 'rank.surface': body.surface, 'rank.candidates': body.candidates.length } }, parent);
+    try {
+      const result = await service.rank(body, started);
+      metrics.requests.inc({ surface: body.surface, code: '200' });
+      metrics.requestMs.observe({ surface: body.surface }, performance.now() - started);
+      return reply.send(result);
+    } catch (error) {
+      const status = (error as { statusCode?: number }).statusCode ?? 500;
+      metrics.requests.inc({ surface: body.surface, code: String(status) });
+      span.recordException(error as Error);
+      throw error;
+    } finally {
+      span.end();
+    }
+  });
+}

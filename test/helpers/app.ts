@@ -1,0 +1,50 @@
+/** Builds an app over a fixture repository with test-friendly config (silent logs, no fs.watch). */
+import pino from 'pino';
+import { buildApp } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import type { FeatureMap, RankRequest } from '../../src/features/request.js';
+
+export async function startApp(modelRepo: string, overrides: Partial<Config> = {}) {
+  const config = loadConfig({}, { modelRepo, logLevel: 'silent', poolSize: 1, watchRepo: false, rescanIntervalMs: 3_600_000, adminToken: 'test-token-0123456789', ...overrides });
+  const app = await buildApp(config, { logger: pino({ level: 'silent' }) });
+  await app.ready();
+  return app;
+}
+
+export const kAdminAuth = { authorization: 'Bearer test-token-0123456789' };
+
+/** A deterministic request: `n` candidates, `h` history events. */
+export function sampleRequest(n = 20, h = 30, seed = 1, surface = 'feed'): RankRequest {
+  let s = seed;
+  const next = () => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    return s / 4294967296;
+  };
+  const creatives = ['image', 'video', 'carousel'];
+  const bidTypes = ['cpc', 'cpa', 'cpm'] as const;
+  const features = (): FeatureMap => ({ quality: next(), creative: creatives[Math.floor(next() * 3)], price_tier: Math.floor(next() * 5) });
+  return {
+    surface,
+    requestId: `test-${seed}`,
+    user: {
+      id: 1000 + seed,
+      features: { age_bucket: Math.floor(next() * 7), activity: next(), tenure_days: Math.floor(next() * 900), device: 'ios' },
+      history: Array.from({ length: h }, (_, i) => ({
+        adId: Math.floor(next() * 1e6),
+        category: Math.floor(next() * 200),
+        surface: ['feed', 'stories', 'reels'][i % 3],
+        event: ['impression', 'impression', 'click'][i % 3],
+        ts: 1767225600000 + i * 1000,
+      })),
+    },
+    context: { hour: Math.floor(next() * 24) },
+    candidates: Array.from({ length: n }, (_, i) => ({
+      adId: 5000 + seed * 10000 + i,
+      advertiserId: Math.floor(next() * 5000),
+      category: Math.floor(next() * 200),
+      bid: Math.round(next() * 300) / 100,
+      bidType: bidTypes[i % 3],
+      features: features(),
+    })),
+  };
+}
