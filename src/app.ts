@@ -3,7 +3,7 @@
  * metrics, shadow runner and canary monitor into a Fastify instance (the ranking API) plus a second
  * one for the admin API. Tests drive both with inject(); src/main.ts only listens and handles signals.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import underPressure from '@fastify/under-pressure';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
@@ -101,7 +101,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.decorate('ranker', ranker);
   app.setErrorHandler(handleError);
   admin.setErrorHandler(handleError);
-  app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: { code: 'NOT_FOUND', message: `${request.method} ${request.url} is not a route` } }));
+  // JSON only: a text body would otherwise reach the schema as a string and read as a 400.
+  app.removeContentTypeParser('text/plain');
+  const notFound = (request: FastifyRequest, reply: FastifyReply) => reply.code(404).send({ error: { code: 'NOT_FOUND', message: `${request.method} ${request.url} is not a route` } });
+  app.setNotFoundHandler(notFound);
+  admin.setNotFoundHandler(notFound);
 
   let closing = false;
   const isReady = () => {

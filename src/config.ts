@@ -54,6 +54,8 @@ export interface Config {
   };
   impressionLog: string | null;
   shutdownGraceMs: number;
+  /** Benchmark floor only: everything but session.run (scores are a constant). */
+  skipInference: boolean;
 }
 
 export class ConfigError extends Error {
@@ -156,6 +158,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     },
     impressionLog: env.IMPRESSION_LOG ? path.resolve(env.IMPRESSION_LOG) : null,
     shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 10000, 0),
+    skipInference: boolean(env, 'SKIP_INFERENCE', false),
     ...overrides,
   };
   return Object.freeze(config);

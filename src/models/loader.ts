@@ -134,7 +134,8 @@ export class ModelLoader {
       }
     }
     if (rollout) this.#apply(rollout);
-    await this.#unloadUnwanted(wanted);
+    // Recomputed after the swap: the version that was serving until now is no longer referenced.
+    await this.#unloadUnwanted(this.#wanted(rollout, onDisk));
   }
 
   async #listRepository(): Promise<Map<string, string>> {
@@ -191,7 +192,10 @@ export class ModelLoader {
     }
   }
 
-  /** Flagged versions, versions loaded by hand, and the newest `keepVersions` versions of each model. */
+  /**
+   * Flagged versions, versions loaded by hand, and the newest `keepVersions` versions of each model
+   * (a failed one among them is retried only when its files change; it holds no session meanwhile).
+   */
   #wanted(rollout: Rollout | null, onDisk: Map<string, string>): Set<string> {
     const wanted = new Set<string>(this.#pinnedLoads);
     for (const [name, flags] of Object.entries(rollout?.models ?? {})) {
@@ -202,7 +206,7 @@ export class ModelLoader {
     for (const name of this.#registry.models()) {
       const versions = this.#registry
         .versions(name)
-        .filter((v) => onDisk.has(v.key) && v.state !== 'failed')
+        .filter((v) => onDisk.has(v.key))
         .slice(-this.#options.keepVersions);
       for (const v of versions) wanted.add(v.key);
     }

@@ -205,7 +205,12 @@ export class ModelRegistry extends EventEmitter {
   resolve(surface: Surface, objective: Objective, userId: number, pin: Record<string, number> | undefined): Resolved {
     const table = this.#table;
     const route = table.surfaces.get(surface);
-    if (!route) throw Errors.UNKNOWN_SURFACE(surface, [...table.surfaces.keys()]);
+    if (!route) {
+      // A routed surface whose models are not ready is unavailable (503), not unknown (404).
+      const configured = this.#rollout?.routes[surface];
+      if (configured) throw Errors.NO_MODEL(table.models.has(configured.ctr) ? configured.cvr : configured.ctr);
+      throw Errors.UNKNOWN_SURFACE(surface, Object.keys(this.#rollout?.routes ?? {}));
+    }
     const name = route[objective];
     const modelRoute = table.models.get(name);
     if (!modelRoute) throw Errors.NO_MODEL(name);

@@ -1,0 +1,291 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, truncateSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { defaultRollout, fixtureDir, makeRepo, writeRolloutFile, writeVersion, type VersionSpec } from './helpers/fixture-repo.js';
+import { kAdminAuth, sampleRequest, startApp } from './helpers/app.js';
+import type { Config } from '../src/config.js';
+
+async function setup(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[]) {
+  const repo = makeRepo(versions);
+  const app = await startApp(repo.dir, overrides);
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  return { app, repo: repo.dir, loader: app.ranker.loader, registry: app.ranker.registry };
+}
+
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+const rank = async (app: Awaited<ReturnType<typeof setup>>['app'], seed = 1, extra: Record<string, unknown> = {}) => {
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(12, 20, seed), ...extra } });
+  assert.equal(res.statusCode, 200, res.body);
+  return res.json();
+};
+
+test('a published version loads in the background, becomes ready, and takes traffic when flagged stable', async (t) => {
+  const { app, repo, loader, registry } = await setup(t);
+  assert.equal((await rank(app)).models.ctr.version, 1);
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  await loader.scan();
+  const v2 = registry.get('feed-ctr', 2)!;
+  assert.equal(v2.state, 'ready');
+  assert.ok(v2.gate?.passed);
+  assert.equal((await rank(app)).models.ctr.version, 1, 'ready is not serving: flags decide');
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 2, 'feed-cvr': 1 }));
+  await loader.scan();
+  assert.equal((await rank(app)).models.ctr.version, 2);
+  // keepVersions (2) keeps v1 loaded for instant rollback; v3 pushes it out.
+  assert.equal(registry.get('feed-ctr', 1)!.state, 'ready');
+  writeVersion(repo, { name: 'feed-ctr', version: 3, variant: 'v1' });
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 1)!.state, 'unloaded');
+  assert.equal(app.ranker.pool.isLoaded('feed-ctr@1'), false);
+  // Rolling back to v1 loads it again.
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 1, 'feed-cvr': 1 }));
+  await loader.scan();
+  assert.equal((await rank(app)).models.ctr.version, 1);
+});
+
+test('hidden and temporary directories are ignored', async (t) => {
+  const { repo, loader, registry } = await setup(t);
+  const dir = writeVersion(repo, { name: 'feed-ctr', version: 7 });
+  renameSync(dir, path.join(repo, 'feed-ctr', '.tmp-7'));
+  mkdirSync(path.join(repo, '.tmp-feed-ctr'), { recursive: true });
+  await loader.scan();
+  assert.deepEqual(registry.versions('feed-ctr').map((v) => v.version), [1]);
+});
+
+const brokenClasses: Array<[string, (repo: string) => void, RegExp]> = [
+  ['checksum mismatch', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+    m.model.sha256 = sha(path.join(fixtureDir, 'v1.onnx'));
+    writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
+  }, /sha256 .* does not match/],
+  ['truncated onnx (checksum of the truncated file)', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    truncateSync(path.join(dir, 'model.onnx'), 5000);
+    const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+    m.model.sha256 = sha(path.join(dir, 'model.onnx'));
+    writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
+  }, /could not be loaded/],
+  ['half-written directory (no model.onnx yet)', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    unlinkSync(path.join(dir, 'model.onnx'));
+  }, /cannot read model.onnx/],
+  ['half-written directory (no manifest yet)', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    unlinkSync(path.join(dir, 'manifest.json'));
+  }, /manifest .* cannot be read/],
+  ['manifest that is not JSON', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    writeFileSync(path.join(dir, 'manifest.json'), '{"name": "feed-ctr", ');
+  }, /is not JSON/],
+  ['manifest that breaks the schema', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+    m.inputs[0].dtype = 'int8';
+    writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
+  }, /manifest .* is invalid/],
+  ['manifest naming another version', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    const m = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+    m.version = 5;
+    writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(m));
+  }, /lives in feed-ctr\/2/],
+  ['model inputs that disagree with the manifest', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'wrong-inputs' }), /signature: .*category missing/],
+  ['NaN outputs', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'nan' }), /finite-probabilities: .* NaN/],
+  ['much slower than allowed', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'slow' }), /latency: .* per candidate/],
+  ['score distribution far from the serving version', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'shifted' }), /distribution: mean logit shift/],
+];
+
+for (const [name, publish, reason] of brokenClasses) {
+  test(`broken model never reaches traffic: ${name}`, async (t) => {
+    const { app, repo, loader, registry } = await setup(t);
+    publish(repo);
+    // Flag it stable right away: the flag must not take effect.
+    writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 2, 'feed-cvr': 1 }));
+    await loader.scan();
+    const v2 = registry.get('feed-ctr', 2)!;
+    assert.equal(v2.state, 'failed');
+    assert.match(v2.reason ?? '', reason);
+    assert.equal(app.ranker.pool.isLoaded('feed-ctr@2'), false, 'a failed version holds no session');
+    assert.equal((await rank(app)).models.ctr.version, 1, 'the previous version keeps serving');
+    assert.ok(registry.routing.warnings.some((w) => w.includes('feed-ctr: stable 2 is failed')));
+    const admin = (await app.ranker.admin.inject({ method: 'GET', url: '/admin/models/feed-ctr', headers: kAdminAuth })).json();
+    assert.equal(admin.versions.find((v: { version: number }) => v.version === 2).state, 'failed');
+    const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+    assert.match(metrics.body, /model_load_failures_total\{model="feed-ctr"\} 1/);
+  });
+}
+
+test('a half-written directory is loaded once its files are complete', async (t) => {
+  const { repo, loader, registry } = await setup(t);
+  const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  const model = readFileSync(path.join(dir, 'model.onnx'));
+  unlinkSync(path.join(dir, 'model.onnx'));
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 2)!.state, 'failed');
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 2)!.state, 'failed', 'unchanged files are not retried');
+  writeFileSync(path.join(dir, 'model.onnx'), model);
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 2)!.state, 'ready');
+});
+
+test('bad rollout flags keep the last good flags and say why', async (t) => {
+  const { app, repo, loader, registry } = await setup(t);
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 2, 'feed-cvr': 1 }));
+  await loader.scan();
+  assert.equal((await rank(app)).models.ctr.version, 2);
+  const bad: Array<[string, RegExp]> = [
+    ['{ not json', /is not JSON/],
+    [JSON.stringify({ salt: 's', routes: { feed: { ctr: 'feed-ctr', cvr: 'feed-cvr' } }, models: { 'feed-ctr': { stable: 0 } } }), /stable must be >= 1/],
+    [JSON.stringify({ ...defaultRollout(), routes: { feed: { ctr: 'feed-ctr', cvr: 'nope' } } }), /names "nope", which has no entry/],
+    [JSON.stringify({ ...defaultRollout(), models: { 'feed-ctr': { stable: 1, canary: { version: 2, percent: 150 } }, 'feed-cvr': { stable: 1 } } }), /percent must be <= 100/],
+    [JSON.stringify({ ...defaultRollout(), models: { 'feed-ctr': { stable: 1, canary: { version: 1, percent: 5 } }, 'feed-cvr': { stable: 1 } } }), /canary\/version equals stable/],
+  ];
+  for (const [text, why] of bad) {
+    writeRolloutFile(repo, text);
+    await loader.scan();
+    assert.match(loader.rolloutError ?? '', why);
+    assert.equal((await rank(app)).models.ctr.version, 2, 'last good flags still apply');
+  }
+  const admin = (await app.ranker.admin.inject({ method: 'GET', url: '/admin/rollout', headers: kAdminAuth })).json();
+  assert.match(admin.rolloutError, /canary\/version equals stable/);
+  assert.equal(admin.rollout.models['feed-ctr'].stable, 2);
+  assert.equal(registry.rollout!.models['feed-ctr'].stable, 2);
+});
+
+test('canary share follows the percent, is stable per user, and pins override it', async (t) => {
+  const { app, repo, loader } = await setup(t);
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  const rollout = defaultRollout();
+  rollout.models['feed-ctr'].canary = { version: 2, percent: 30 };
+  writeRolloutFile(repo, rollout);
+  await loader.scan();
+  let canary = 0;
+  const users = 600;
+  const armOf = new Map<number, string>();
+  for (let u = 0; u < users; u++) {
+    const body = sampleRequest(2, 0, 1);
+    body.user.id = 10_000 + u * 7919;
+    const out = (await app.inject({ method: 'POST', url: '/v1/rank', payload: body })).json();
+    if (out.models.ctr.arm === 'canary') {
+      canary++;
+      assert.equal(out.models.ctr.version, 2);
+    } else assert.equal(out.models.ctr.version, 1);
+    armOf.set(body.user.id, out.models.ctr.arm);
+  }
+  const share = canary / users;
+  t.diagnostic(`canary share ${share.toFixed(3)} for 30%`);
+  assert.ok(Math.abs(share - 0.3) < 0.06, `share ${share}`);
+  for (const [id, arm] of [...armOf].slice(0, 50)) {
+    const body = sampleRequest(2, 0, 3);
+    body.user.id = id;
+    assert.equal((await app.inject({ method: 'POST', url: '/v1/rank', payload: body })).json().models.ctr.arm, arm, 'same user, same arm');
+  }
+  const pinned = await rank(app, 1, { pin: { 'feed-ctr': 2 } });
+  assert.deepEqual(pinned.models.ctr, { name: 'feed-ctr', version: 2, arm: 'pinned' });
+  const badPin = await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(3, 1, 1), pin: { 'feed-ctr': 9 } } });
+  assert.equal(badPin.statusCode, 404);
+});
+
+test('shadow versions score off the critical path; only their deltas are recorded', async (t) => {
+  const { app, repo, loader } = await setup(t);
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  const rollout = defaultRollout();
+  rollout.models['feed-ctr'].shadow = [2];
+  writeRolloutFile(repo, rollout);
+  await loader.scan();
+  const before = await rank(app, 5);
+  assert.equal(before.models.ctr.version, 1);
+  for (let i = 0; i < 5; i++) await rank(app, 5 + i);
+  await app.ranker.shadow.idle();
+  const summary = app.ranker.shadow.summaries().find((s) => s.shadow === 'feed-ctr@2');
+  assert.ok(summary, 'shadow scored');
+  assert.ok(summary.requests >= 1);
+  assert.ok(summary.meanAbsDelta > 0, 'different weights give different scores');
+  const admin = (await app.ranker.admin.inject({ method: 'GET', url: '/admin/shadow', headers: kAdminAuth })).json();
+  assert.equal(admin.summaries[0].shadow, 'feed-ctr@2');
+});
+
+test('a canary whose scores drift past the threshold is rolled back automatically, persisted, and explained', async (t) => {
+  const { app, repo, loader, registry } = await setup(t, {
+    canary: { minRequests: 20, maxErrorRate: 0.02, maxP99Ratio: 3, maxMeanScoreShift: 0.0001, windowMs: 60_000 },
+  });
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  const rollout = defaultRollout();
+  rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
+  writeRolloutFile(repo, rollout);
+  await loader.scan();
+  for (let u = 0; u < 200 && registry.routing.models.get('feed-ctr')!.canary; u++) {
+    const body = sampleRequest(4, 3, u);
+    body.user.id = 50_000 + u * 104729;
+    await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await loader.scan();
+  assert.equal(registry.routing.models.get('feed-ctr')!.canary, null, 'canary no longer routed');
+  const persisted = JSON.parse(readFileSync(path.join(repo, 'rollout.json'), 'utf8'));
+  assert.deepEqual(persisted.models['feed-ctr'].canary, { version: 2, percent: 0 });
+  const verdict = app.ranker.canary.verdicts.find((v) => v.rolledBack)!;
+  assert.equal(verdict.canaryVersion, 2);
+  assert.match(verdict.reasons.join(), /mean score logit/);
+  assert.ok(verdict.numbers.requests[1] >= 20);
+  const after = await rank(app, 3);
+  assert.equal(after.models.ctr.arm, 'stable');
+});
+
+test('an old version drains its in-flight requests before its sessions are released', async (t) => {
+  const { repo, loader, registry, app } = await setup(t, { keepVersions: 1 });
+  const v1 = registry.get('feed-ctr', 1)!;
+  registry.acquire(v1); // a request still scoring on v1
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 2, 'feed-cvr': 1 }));
+  const scan = loader.scan();
+  for (let i = 0; i < 200 && v1.state !== 'draining'; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+  assert.equal(v1.state, 'draining');
+  assert.equal(app.ranker.pool.isLoaded('feed-ctr@1'), true, 'session kept while in flight');
+  assert.equal((await rank(app)).models.ctr.version, 2, 'new requests already use v2');
+  registry.release(v1);
+  await scan;
+  assert.equal(v1.state, 'unloaded');
+  assert.equal(app.ranker.pool.isLoaded('feed-ctr@1'), false);
+});
+
+test('admin API: bearer token, plain identifiers, flags, load/unload, rescan', async (t) => {
+  const { app, repo } = await setup(t);
+  const admin = app.ranker.admin;
+  assert.equal((await admin.inject({ method: 'GET', url: '/admin/models' })).statusCode, 401);
+  assert.equal((await admin.inject({ method: 'GET', url: '/admin/models', headers: { authorization: 'Bearer wrong-token-0123456789' } })).statusCode, 401);
+  assert.equal((await admin.inject({ method: 'GET', url: '/admin/models', headers: { authorization: 'test-token-0123456789' } })).statusCode, 401);
+  for (const bad of ['..%2F..%2Fetc', 'Feed-CTR', 'feed_ctr']) {
+    const res = await admin.inject({ method: 'GET', url: `/admin/models/${bad}`, headers: kAdminAuth });
+    assert.equal(res.statusCode, 400, bad);
+    assert.equal(res.json().error.code, 'ADMIN_BAD_IDENTIFIER');
+  }
+  // The router normalizes a dot-segment away before any handler sees it.
+  const dots = await admin.inject({ method: 'GET', url: '/admin/models/%2e%2e', headers: kAdminAuth });
+  assert.equal(dots.statusCode, 404);
+  assert.equal(dots.json().error.code, 'NOT_FOUND');
+  assert.equal((await admin.inject({ method: 'POST', url: '/admin/models/feed-ctr/versions/1e3/load', headers: kAdminAuth })).statusCode, 400);
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  const rescan = await admin.inject({ method: 'POST', url: '/admin/rescan', headers: kAdminAuth });
+  assert.equal(rescan.statusCode, 200);
+  const patch = await admin.inject({ method: 'PATCH', url: '/admin/models/feed-ctr/flags', headers: kAdminAuth, payload: { canary: { version: 2, percent: 10 } } });
+  assert.equal(patch.statusCode, 200, patch.body);
+  assert.deepEqual(JSON.parse(readFileSync(path.join(repo, 'rollout.json'), 'utf8')).models['feed-ctr'].canary, { version: 2, percent: 10 });
+  const same = await admin.inject({ method: 'PATCH', url: '/admin/models/feed-ctr/flags', headers: kAdminAuth, payload: { stable: 2 } });
+  assert.equal(same.statusCode, 422, 'canary equal to stable is rejected');
+  assert.equal(JSON.parse(readFileSync(path.join(repo, 'rollout.json'), 'utf8')).models['feed-ctr'].stable, 1, 'rejected flags are not persisted');
+  const refused = await admin.inject({ method: 'POST', url: '/admin/models/feed-ctr/versions/1/unload', headers: kAdminAuth });
+  assert.equal(refused.statusCode, 409, 'a flagged version cannot be unloaded');
+  const list = (await admin.inject({ method: 'GET', url: '/admin/models', headers: kAdminAuth })).json();
+  assert.deepEqual(list.models['feed-ctr'].serving, { stable: 1, canary: { version: 2, percent: 10 }, shadow: [] });
+  assert.ok(list.models['feed-ctr'].versions[1].gate.checks.length >= 5);
+  assert.equal(existsSync(path.join(repo, 'rollout.json')), true);
+});

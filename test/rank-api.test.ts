@@ -1,0 +1,180 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
+import { sampleRequest, startApp } from './helpers/app.js';
+import type { FastifyInstance } from 'fastify';
+
+async function withApp(t: import('node:test').TestContext, versions?: Parameters<typeof makeRepo>[0]): Promise<FastifyInstance> {
+  const repo = makeRepo(versions);
+  const app = await startApp(repo.dir);
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  return app;
+}
+
+test('ranks by eCPM with the documented formulas and stamps model versions', async (t) => {
+  const app = await withApp(t);
+  const body = sampleRequest(30, 40, 7);
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  assert.equal(res.statusCode, 200);
+  const out = res.json();
+  assert.equal(out.requestId, 'test-7');
+  assert.deepEqual(out.models.ctr, { name: 'feed-ctr', version: 1, arm: 'stable' });
+  assert.deepEqual(out.models.cvr, { name: 'feed-cvr', version: 1, arm: 'stable' });
+  assert.equal(out.ranked.length, 30);
+  const byId = new Map(body.candidates.map((c) => [c.adId, c]));
+  for (let i = 0; i < out.ranked.length; i++) {
+    const r = out.ranked[i];
+    const c = byId.get(r.adId)!;
+    assert.equal(r.rank, i + 1);
+    if (i > 0) assert.ok(out.ranked[i - 1].ecpm >= r.ecpm, 'sorted by ecpm descending');
+    assert.ok(r.pctr > 0 && r.pctr < 1);
+    if (c.bidType === 'cpc') assert.ok(Math.abs(r.ecpm - 1000 * c.bid * r.pctr) < 1e-9);
+    if (c.bidType === 'cpm') assert.equal(r.ecpm, c.bid);
+    if (c.bidType === 'cpa') {
+      assert.ok(r.pcvr > 0 && r.pcvr < 1, 'cpa candidates carry pcvr');
+      assert.ok(Math.abs(r.ecpm - 1000 * c.bid * r.pctr * r.pcvr) < 1e-9);
+    } else {
+      assert.equal(r.pcvr, undefined);
+    }
+  }
+  assert.ok(out.timings.totalMs > 0);
+});
+
+test('topK keeps the best K; cvr model is skipped when no candidate bids cpa', async (t) => {
+  const app = await withApp(t);
+  const body = sampleRequest(20, 10, 3);
+  const full = (await app.inject({ method: 'POST', url: '/v1/rank', payload: body })).json();
+  const top = (await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...body, topK: 5 } })).json();
+  assert.deepEqual(top.ranked, full.ranked.slice(0, 5));
+  const cpcOnly = { ...body, candidates: body.candidates.map((c) => ({ ...c, bidType: 'cpc' as const })) };
+  const res = (await app.inject({ method: 'POST', url: '/v1/rank', payload: cpcOnly })).json();
+  assert.equal(res.models.cvr, undefined);
+});
+
+test('raw tensor inference (v2 infer) reproduces the golden outputs', async (t) => {
+  const app = await withApp(t);
+  const golden = JSON.parse(readFileSync(path.join(fixtureDir, 'v1.golden.json'), 'utf8'));
+  for (const c of golden.cases) {
+    const inputs = Object.entries(c.inputs as Record<string, { dtype: string; shape: number[]; data: number[] }>).map(([name, x]) => ({
+      name,
+      datatype: x.dtype === 'int64' ? 'INT64' : 'FP32',
+      shape: x.shape,
+      data: x.data,
+    }));
+    const res = await app.inject({ method: 'POST', url: '/v2/models/feed-ctr/versions/1/infer', payload: { inputs } });
+    assert.equal(res.statusCode, 200, res.body);
+    const p = res.json().outputs.find((o: { name: string }) => o.name === 'p').data as number[];
+    const expected = c.outputs.p.data as number[];
+    assert.equal(p.length, expected.length);
+    for (let i = 0; i < p.length; i++) assert.ok(Math.abs(p[i] - expected[i]) <= 1e-5 + 1e-4 * Math.abs(expected[i]), `value ${i}`);
+  }
+  const meta = (await app.inject({ method: 'GET', url: '/v2/models/feed-ctr' })).json();
+  assert.equal(meta.name, 'feed-ctr');
+  assert.ok(meta.inputs.some((i: { name: string; datatype: string }) => i.name === 'hist_ids' && i.datatype === 'INT64'));
+  assert.equal((await app.inject({ method: 'GET', url: '/v2/models/feed-ctr/versions/1/ready' })).statusCode, 200);
+  assert.equal((await app.inject({ method: 'GET', url: '/v2/models/nope' })).statusCode, 404);
+  assert.equal((await app.inject({ method: 'GET', url: '/v2/models/feed-ctr/versions/9' })).statusCode, 404);
+});
+
+test('2000 candidates with a 4096-event history are scored; the history is truncated to the model and said so', async (t) => {
+  const app = await withApp(t);
+  const body = sampleRequest(2000, 4096, 11);
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  assert.equal(res.statusCode, 200, res.body.slice(0, 300));
+  const out = res.json();
+  assert.equal(out.ranked.length, 2000);
+  assert.equal(out.historyTruncated, 4096 - 256);
+  assert.equal(new Set(out.ranked.map((r: { adId: number }) => r.adId)).size, 2000);
+});
+
+test('concurrent requests are batched together without mixing results', async (t) => {
+  const app = await withApp(t);
+  const bodies = Array.from({ length: 24 }, (_, i) => sampleRequest(10 + (i % 7) * 13, (i * 37) % 300, 100 + i));
+  const alone: Array<{ ranked: Array<{ adId: number; pctr: number }> }> = [];
+  for (const b of bodies) alone.push((await app.inject({ method: 'POST', url: '/v1/rank', payload: b })).json());
+  const together = await Promise.all(bodies.map((b) => app.inject({ method: 'POST', url: '/v1/rank', payload: b })));
+  for (let i = 0; i < bodies.length; i++) {
+    assert.equal(together[i].statusCode, 200);
+    const a = alone[i].ranked;
+    const b = together[i].json().ranked;
+    assert.equal(b.length, a.length);
+    for (let k = 0; k < a.length; k++) {
+      assert.equal(b[k].adId, a[k].adId);
+      assert.ok(Math.abs(b[k].pctr - a[k].pctr) < 1e-6, `request ${i} candidate ${k}`);
+    }
+  }
+  // Batching did happen: some session.run carried more than one request.
+  const metrics = await app.ranker.metrics.batchRequests.get();
+  const multi = metrics.values.find((v) => v.metricName === 'inference_batch_requests_bucket' && v.labels.le === 1)!;
+  const total = metrics.values.find((v) => v.metricName === 'inference_batch_requests_count')!;
+  assert.ok(total.value > multi.value, 'at least one batch merged several requests');
+});
+
+test('the event loop keeps turning while a worker scores a slow model', async (t) => {
+  const repo = makeRepo([
+    { name: 'feed-ctr', version: 1, variant: 'slow' },
+    { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+  ]);
+  // The slow fixture is held back by the gate's default latency limit; allow it here.
+  const app = await startApp(repo.dir, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  assert.equal(app.ranker.registry.get('feed-ctr', 1)?.state, 'ready');
+  const histogram = monitorEventLoopDelay({ resolution: 1 });
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  histogram.enable();
+  const started = performance.now();
+  const body = sampleRequest(1500, 100, 5);
+  body.candidates.forEach((c) => (c.bidType = 'cpc'));
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  const elapsed = performance.now() - started;
+  histogram.disable();
+  clearInterval(timer);
+  assert.equal(res.statusCode, 200);
+  const scoreMs = res.json().timings.scoreMs;
+  t.diagnostic(`scoring took ${scoreMs.toFixed(1)} ms; event loop delay p99 ${(histogram.percentile(99) / 1e6).toFixed(2)} ms, max ${(histogram.max / 1e6).toFixed(2)} ms; ${ticks} timer ticks in ${elapsed.toFixed(0)} ms`);
+  // Structural, not a timing budget: timers fired while session.run was busy in the worker,
+  // which cannot happen if inference blocks the main thread.
+  assert.ok(ticks >= 3, `timers kept firing during scoring (${ticks})`);
+});
+
+test('unknown surface is 404 naming the known ones; a surface without a ready model is 503', async (t) => {
+  const app = await withApp(t);
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1, 'reels') });
+  assert.equal(res.statusCode, 404);
+  assert.equal(res.json().error.code, 'RANK_UNKNOWN_SURFACE');
+  assert.match(res.json().error.message, /known surfaces: feed/);
+  // Remove every version from routing: no model -> 503 and not ready.
+  const repo = makeRepo([{ name: 'feed-ctr', version: 1, variant: 'nan' }, { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' }]);
+  const broken = await startApp(repo.dir);
+  t.after(async () => {
+    await broken.close();
+    repo.cleanup();
+  });
+  const r503 = await broken.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1) });
+  assert.equal(r503.statusCode, 503, 'feed is routed but its ctr model has no ready version');
+  assert.equal(r503.json().error.code, 'MODEL_UNAVAILABLE');
+  assert.ok(r503.headers['retry-after']);
+  assert.equal((await broken.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode, 503);
+  assert.equal((await broken.inject({ method: 'GET', url: '/v2/health/live' })).statusCode, 200);
+  assert.equal((await app.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode, 200);
+});
+
+test('metrics are exposed in Prometheus text', async (t) => {
+  const app = await withApp(t);
+  await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1) });
+  const res = await app.inject({ method: 'GET', url: '/metrics' });
+  assert.equal(res.statusCode, 200);
+  assert.match(res.body, /rank_requests_total\{surface="feed",code="200"\} 1/);
+  assert.match(res.body, /model_execution_provider\{model="feed-ctr",version="1",provider="cpu"\} 1/);
+  assert.match(res.body, /model_version_state\{model="feed-ctr",version="1",state="ready"\} 1/);
+});

@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { kEpochMs, kHourMs } from '../world/config.js';
+import { type ImpressionLogRecord, labelImpressions, toColumns } from '../world/labeler.js';
+import { npyValues, parseNpy } from '../world/npy.js';
+import { generateRankRequest } from '../world/requests.js';
+import { writeShard } from '../world/shards.js';
+import { createWorld } from '../world/world.js';
+
+const world = createWorld({ users: 2000, ads: 4000, advertisers: 300, seed: 17 });
+
+function logFor(requests: number, shown: number): ImpressionLogRecord[] {
+  const records: ImpressionLogRecord[] = [];
+  for (let i = 0; i < requests; i++) {
+    const body = generateRankRequest(world, { surface: i % 2 ? 'feed' : 'reels', candidates: shown, seed: i });
+    body.candidates.forEach((c, rank) =>
+      records.push({
+        requestId: body.requestId,
+        userId: body.user.id,
+        surface: body.surface,
+        adId: c.adId,
+        modelName: `${body.surface}-ctr`,
+        modelVersion: 1 + (rank % 2),
+        arm: rank % 2 ? 'canary' : 'stable',
+        ts: kEpochMs + body.context.hour * kHourMs + i,
+        hour: body.context.hour,
+        rank: rank + 1,
+      }),
+    );
+  }
+  return records;
+}
+
+const records = logFor(1500, 20);
+
+test('labels are deterministic and independent of order and batching', () => {
+  const a = labelImpressions(world, records);
+  const b = labelImpressions(world, [...records].reverse());
+  const byKey = (l: typeof a.labeled) => new Map(l.map((x) => [`${x.record.requestId}/${x.record.adId}`, [x.click, x.conv, x.pClick]]));
+  assert.deepEqual(byKey(a.labeled), byKey(b.labeled));
+  const half = labelImpressions(world, records.slice(0, 1000));
+  assert.deepEqual(half.labeled.map((x) => x.click), a.labeled.slice(0, 1000).map((x) => x.click));
+  const other = labelImpressions(world, records, { seed: 99 });
+  assert.notDeepEqual(other.labeled.map((x) => x.click), a.labeled.map((x) => x.click));
+});
+
+test('sampled outcomes follow the ground truth', () => {
+  const { labeled, skipped } = labelImpressions(world, records);
+  assert.equal(skipped, 0);
+  assert.equal(labeled.length, records.length);
+  let clicks = 0;
+  let p = 0;
+  let variance = 0;
+  for (const l of labeled) {
+    clicks += l.click;
+    p += l.pClick;
+    variance += l.pClick * (1 - l.pClick);
+    if (l.conv) assert.equal(l.click, 1);
+  }
+  assert.ok(Math.abs(clicks - p) < 4 * Math.sqrt(variance), `clicks ${clicks} vs expected ${p.toFixed(1)}`);
+});
+
+test('unknown users, ads or surfaces are skipped, not fatal', () => {
+  const bad: ImpressionLogRecord[] = [
+    { ...records[0], userId: 1 },
+    { ...records[0], adId: 2 },
+    { ...records[0], surface: 'tv' as 'feed' },
+  ];
+  const { labeled, skipped } = labelImpressions(world, [...bad, records[0]]);
+  assert.equal(skipped, 3);
+  assert.equal(labeled.length, 1);
+});
+
+test('labeled impressions become a shard in the training format', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'world-label-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const { labeled } = labelImpressions(world, records.slice(0, 400));
+  const cols = toColumns(labeled);
+  assert.deepEqual(cols.models.sort(), ['feed-ctr', 'reels-ctr']);
+  const summary = writeShard(dir, 'day-000', 0, world, cols, world.history);
+  assert.equal(summary.impressions, 400);
+  const read = (name: string) => npyValues(parseNpy(readFileSync(join(dir, 'day-000', `${name}.npy`))));
+  const rows = read('imp_user_row') as Int32Array;
+  const userIds = read('user_id') as BigInt64Array;
+  const offsets = read('hist_offsets') as BigInt64Array;
+  const adIds = read('imp_ad_id') as BigInt64Array;
+  assert.equal(offsets.length, userIds.length + 1);
+  assert.equal(Number(offsets[offsets.length - 1]), (read('hist_ts') as Float64Array).length);
+  for (let i = 0; i < rows.length; i++) {
+    if (i > 0) assert.ok(rows[i] >= rows[i - 1], 'grouped by user');
+    const l = labeled.find((x) => x.record.adId === Number(adIds[i]) && x.record.userId === Number(userIds[rows[i]]));
+    assert.ok(l, 'each row maps back to a logged impression');
+  }
+});

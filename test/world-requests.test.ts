@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { kBidTypes, kEvents, kMaxRequestHistory, kSurfaces } from '../world/config.js';
+import { generateRankRequest, scoreRequest } from '../world/requests.js';
+import { createWorld } from '../world/world.js';
+
+const started = performance.now();
+const world = createWorld({ users: 2000, ads: 5000, advertisers: 400, seed: 5 });
+const buildMs = performance.now() - started;
+
+test('a small world for tests and load tests builds fast', () => {
+  // Target is well under a second on an idle core; generous bound for shared CI machines.
+  assert.ok(buildMs < 3000, `createWorld(2000 users, 5000 ads) took ${buildMs.toFixed(0)} ms`);
+});
+
+const isId = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+
+test('generateRankRequest returns the exact /v1/rank body', () => {
+  for (const surface of kSurfaces) {
+    const body = generateRankRequest(world, { surface, candidates: 120, seed: 1 });
+    assert.deepEqual(Object.keys(body).sort(), ['candidates', 'context', 'requestId', 'surface', 'user']);
+    assert.equal(body.surface, surface);
+    assert.equal(typeof body.requestId, 'string');
+    assert.ok(isId(body.user.id));
+    assert.deepEqual(Object.keys(body.user).sort(), ['features', 'history', 'id']);
+    const f = body.user.features;
+    assert.ok(Number.isInteger(f.age_bucket) && f.age_bucket >= 0 && f.age_bucket <= 6);
+    assert.ok(f.activity >= 0 && f.activity <= 1);
+    assert.ok(f.tenure_days >= 0);
+    assert.ok(['ios', 'android', 'web'].includes(f.device));
+    assert.ok(Number.isInteger(body.context.hour) && body.context.hour >= 0 && body.context.hour < 24);
+    assert.deepEqual(Object.keys(body.context), ['hour']);
+    assert.equal(body.candidates.length, 120);
+    assert.equal(new Set(body.candidates.map((c) => c.adId)).size, 120, 'distinct candidates');
+    for (const c of body.candidates) {
+      assert.deepEqual(Object.keys(c).sort(), ['adId', 'advertiserId', 'bid', 'bidType', 'category', 'features']);
+      assert.ok(isId(c.adId) && isId(c.advertiserId) && isId(c.category));
+      assert.ok(Number.isFinite(c.bid) && c.bid >= 0);
+      assert.ok((kBidTypes as readonly string[]).includes(c.bidType));
+      assert.ok(c.features.quality >= 0 && c.features.quality <= 1);
+      assert.ok(['image', 'video', 'carousel'].includes(c.features.creative));
+      assert.ok(Number.isInteger(c.features.price_tier) && c.features.price_tier >= 0 && c.features.price_tier <= 4);
+    }
+    const history = body.user.history;
+    assert.ok(history.length <= kMaxRequestHistory);
+    for (let i = 0; i < history.length; i++) {
+      const e = history[i];
+      assert.deepEqual(Object.keys(e), ['adId', 'category', 'surface', 'event', 'ts']);
+      assert.ok(isId(e.adId) && isId(e.category) && Number.isSafeInteger(e.ts));
+      assert.ok((kSurfaces as readonly string[]).includes(e.surface) && (kEvents as readonly string[]).includes(e.event));
+      if (i > 0) assert.ok(e.ts >= history[i - 1].ts, 'oldest first');
+    }
+    // The body survives JSON round trip unchanged (no NaN, no undefined).
+    assert.deepEqual(JSON.parse(JSON.stringify(body)), body);
+  }
+});
+
+test('historyLength: a user with that many events, newest kept, capped at 4096', () => {
+  const body = generateRankRequest(world, { surface: 'feed', candidates: 10, historyLength: 300, seed: 9 });
+  assert.equal(body.user.history.length, 300);
+  const full = generateRankRequest(world, { surface: 'feed', candidates: 10, seed: 9, userIndex: world.userIndex.get(body.user.id)! });
+  assert.deepEqual(body.user.history, full.user.history.slice(-300), 'the newest 300 events');
+  const long = generateRankRequest(world, { surface: 'feed', candidates: 10, historyLength: 100_000, seed: 2 });
+  assert.ok(long.user.history.length > 1000 && long.user.history.length <= kMaxRequestHistory);
+});
+
+test('requests are deterministic in the seed, different across seeds', () => {
+  const a = generateRankRequest(world, { surface: 'stories', candidates: 30, seed: 4 });
+  const b = generateRankRequest(world, { surface: 'stories', candidates: 30, seed: 4 });
+  const c = generateRankRequest(world, { surface: 'stories', candidates: 30, seed: 5 });
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a, c);
+  assert.notEqual(a.requestId, c.requestId);
+});
+
+test('scoreRequest gives the ground truth per candidate; candidates > inventory are capped', () => {
+  const body = generateRankRequest(world, { surface: 'marketplace', candidates: 200, seed: 3 });
+  const truth = scoreRequest(world, body);
+  assert.equal(truth.length, 200);
+  for (const t of truth) assert.ok(t.pClick > 0 && t.pClick < 1 && t.pConv > 0 && t.pConv < 1);
+  const tiny = createWorld({ users: 50, ads: 40, advertisers: 10, seed: 1 });
+  assert.equal(generateRankRequest(tiny, { surface: 'feed', candidates: 500, seed: 1 }).candidates.length, 40);
+  assert.throws(() => generateRankRequest(world, { surface: 'nope' as 'feed', candidates: 1, seed: 1 }), /unknown surface/);
+});
