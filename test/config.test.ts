@@ -1,0 +1,35 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+test('defaults match the documentation', () => {
+  const c = loadConfig({});
+  assert.equal(c.port, 8080);
+  assert.equal(c.host, '0.0.0.0');
+  assert.equal(c.adminHost, '127.0.0.1');
+  assert.equal(c.maxCandidates, 2000);
+  assert.equal(c.maxHistory, 4096);
+  assert.equal(c.bodyLimitBytes, 1024 * 1024);
+  assert.deepEqual(c.executionProviders, ['cpu']);
+  assert.ok(Object.isFrozen(c));
+});
+
+test('a bad value stops start-up with a message naming the variable', () => {
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'eighty' }, /PORT: expected an integer/],
+    [{ PORT: '70000' }, /PORT: expected 0\.\.65535/],
+    [{ POOL_SIZE: '0' }, /POOL_SIZE/],
+    [{ BATCH_MAX_DELAY_MS: 'soon' }, /BATCH_MAX_DELAY_MS: expected a number/],
+    [{ EXECUTION_PROVIDERS: 'cuda,tpu' }, /EXECUTION_PROVIDERS: unknown provider "tpu"/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
+    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN: must be at least 16/],
+    [{ WATCH_REPO: 'maybe' }, /WATCH_REPO: expected true\/false/],
+    [{ CANARY_MAX_ERROR_RATE: '2' }, /CANARY_MAX_ERROR_RATE/],
+  ];
+  for (const [env, message] of bad) assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && message.test(e.message), JSON.stringify(env));
+});
+
+test('providers keep their preference order and always end with cpu', () => {
+  assert.deepEqual(loadConfig({ EXECUTION_PROVIDERS: 'cuda, webgpu' }).executionProviders, ['cuda', 'webgpu', 'cpu']);
+  assert.deepEqual(loadConfig({ EXECUTION_PROVIDERS: 'cpu,cuda' }).executionProviders, ['cpu', 'cuda']);
+});
