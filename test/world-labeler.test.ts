@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { kEpochMs, kHourMs } from '../world/config.js';
-import { type ImpressionLogRecord, labelImpressions, toColumns } from '../world/labeler.js';
+import { type ImpressionLogRecord, labelImpressions, parseLogLine, toColumns } from '../world/labeler.js';
 import { npyValues, parseNpy } from '../world/npy.js';
 import { generateRankRequest } from '../world/requests.js';
 import { writeShard } from '../world/shards.js';
@@ -94,4 +94,31 @@ test('labeled impressions become a shard in the training format', (t) => {
     const l = labeled.find((x) => x.record.adId === Number(adIds[i]) && x.record.userId === Number(userIds[rows[i]]));
     assert.ok(l, 'each row maps back to a logged impression');
   }
+});
+
+test('the server log line (one per request, with `shown`) expands to one record per shown ad', () => {
+  const body = generateRankRequest(world, { surface: 'stories', candidates: 5, seed: 77 });
+  const line = {
+    level: 30,
+    kind: 'impression',
+    ts: Date.UTC(2026, 10, 23, 12),
+    requestId: body.requestId,
+    userId: body.user.id,
+    surface: body.surface,
+    hour: body.context.hour,
+    models: { ctr: { name: 'stories-ctr', version: 4, arm: 'canary' }, cvr: { name: 'feed-cvr', version: 2, arm: 'stable' } },
+    shown: body.candidates.map((c, i) => ({ adId: c.adId, advertiserId: c.advertiserId, rank: i + 1, pctr: 0.01, ecpm: 1 })),
+  };
+  const records = parseLogLine(JSON.stringify(line));
+  assert.ok(records);
+  assert.equal(records.length, 5);
+  assert.deepEqual(
+    { ...records[0], adId: 0 },
+    { requestId: body.requestId, userId: body.user.id, surface: 'stories', adId: 0, modelName: 'stories-ctr', modelVersion: 4, arm: 'canary', ts: line.ts, hour: body.context.hour, rank: 1, pctr: 0.01, ecpm: 1, cvrModelName: 'feed-cvr', cvrModelVersion: 2 },
+  );
+  const { labeled } = labelImpressions(world, records);
+  assert.equal(labeled.length, 5);
+  assert.equal(parseLogLine('{"oops": 1}'), null);
+  assert.equal(parseLogLine('not json'), null);
+  assert.deepEqual(parseLogLine(JSON.stringify(records[1])), [records[1]]);
 });

@@ -61,7 +61,7 @@ test('historyLength: a user with that many events, newest kept, capped at 4096',
   const full = generateRankRequest(world, { surface: 'feed', candidates: 10, seed: 9, userIndex: world.userIndex.get(body.user.id)! });
   assert.deepEqual(body.user.history, full.user.history.slice(-300), 'the newest 300 events');
   const long = generateRankRequest(world, { surface: 'feed', candidates: 10, historyLength: 100_000, seed: 2 });
-  assert.ok(long.user.history.length > 1000 && long.user.history.length <= kMaxRequestHistory);
+  assert.ok(long.user.history.length > 500 && long.user.history.length <= kMaxRequestHistory, `longest-1% user: ${long.user.history.length}`);
 });
 
 test('requests are deterministic in the seed, different across seeds', () => {
