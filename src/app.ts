@@ -11,7 +11,7 @@ import { Errors } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { ModelLoader } from './models/loader.js';
 import { InferencePool } from './models/pool.js';
-import { manifestReferenceRequests } from './models/reference.js';
+import { worldReferenceRequests } from './models/reference.js';
 import type { ReferenceSource } from './models/gate.js';
 import { ModelRegistry } from './models/registry.js';
 import { CanaryMonitor } from './ranking/canary-monitor.js';
@@ -70,7 +70,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const canary = new CanaryMonitor(config.canary, registry, log, metrics, (name) => loader.rollbackCanary(name));
   const shadow = new ShadowRunner(pool, registry, metrics, config.shadowMaxInflight);
   const impressions = config.impressionLog ? createImpressionLog(config.impressionLog) : null;
-  loader = new ModelLoader(config, registry, pool, log, options.reference ?? manifestReferenceRequests, {
+  loader = new ModelLoader(config, registry, pool, log, options.reference ?? worldReferenceRequests, {
     failed: (entry) => metrics.loadFailures.inc({ model: entry.name }),
     rolloutRejected: () => metrics.rolloutRejected.inc(),
     loaded: (entry) => metrics.provider.set({ model: entry.name, version: String(entry.version), provider: entry.load!.provider }, 1),

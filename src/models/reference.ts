@@ -6,6 +6,7 @@
  */
 import type { Manifest } from './manifest.js';
 import type { FeatureMap, RankRequest } from '../features/request.js';
+import { createWorld, generateRankRequest, type World } from '../../world/index.js';
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -68,4 +69,20 @@ export function manifestReferenceRequests(manifest: Manifest, count: number): Ra
       }),
     };
   });
+}
+
+/**
+ * The default reference batch: realistic requests from the simulated world for the model's surface
+ * (histories of several lengths), plus the manifest-derived ones that cover every length bucket and
+ * each feature's spread. The world is built once, lazily, small enough to take well under a second.
+ */
+let referenceWorld: World | null = null;
+
+export function worldReferenceRequests(manifest: Manifest, count: number): RankRequest[] {
+  referenceWorld ??= createWorld({ users: 2000, ads: 5000, seed: 7 });
+  const lengths = [0, 8, 40, 120, 300, 1000];
+  const fromWorld = Array.from({ length: Math.max(1, count - 3) }, (_, i) =>
+    generateRankRequest(referenceWorld!, { surface: manifest.surface, candidates: 64, historyLength: lengths[i % lengths.length], seed: 1000 + i }) as RankRequest,
+  );
+  return [...fromWorld, ...manifestReferenceRequests(manifest, 3)];
 }
