@@ -395,6 +395,24 @@ export class InferencePool {
     else for (const item of batch.items!) item.reject(error);
   }
 
+  /**
+   * Terminate one worker (operators recycling a worker; tests simulating a crash). Its in-flight
+   * batches fail with WORKER_EXITED and a replacement reloads every model before taking work.
+   */
+  async recycleWorker(index = 0): Promise<void> {
+    const slot = this.#slots[index];
+    if (slot) await slot.worker.terminate();
+  }
+
+  /** Resolves when every worker is up and has reloaded the loaded models. */
+  async whenReady(timeoutMs = 10_000): Promise<void> {
+    const started = Date.now();
+    while (this.#slots.length < this.#options.poolSize || this.#slots.some((s) => !s.ready)) {
+      if (Date.now() - started > timeoutMs) throw Errors.OVERLOADED('inference workers did not become ready');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+
   async close(): Promise<void> {
     this.#closing = true;
     if (this.#timer) clearTimeout(this.#timer);
