@@ -57,7 +57,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const registry = new ModelRegistry();
   const pool = new InferencePool(config, {
     batch(key, requests, candidates, runMs) {
-      metrics.batchSize.observe(candidates);
+      metrics.batchSize.observe({ model: key.split('@')[0] }, candidates);
       metrics.batchRequests.observe(requests);
       metrics.runMs.observe({ model: key.split('@')[0] }, runMs);
     },

@@ -12,7 +12,7 @@ export function createMetrics() {
     candidates: new client.Counter({ name: 'rank_candidates_total', help: 'Candidates scored', labelNames: ['surface'], registers: [registry] }),
     modelRequests: new client.Counter({ name: 'model_requests_total', help: 'Scoring calls per model version and arm', labelNames: ['model', 'version', 'arm', 'outcome'], registers: [registry] }),
     modelMs: new client.Histogram({ name: 'model_score_duration_ms', help: 'Scoring latency per model version (queue + run)', labelNames: ['model', 'version', 'arm'], buckets: ms, registers: [registry] }),
-    batchSize: new client.Histogram({ name: 'inference_batch_candidates', help: 'Candidates per session.run (cross-request batches)', buckets: [16, 64, 128, 256, 500, 1000, 2000, 4000, 8000], registers: [registry] }),
+    batchSize: new client.Histogram({ name: 'inference_batch_candidates', help: 'Candidates per session.run (cross-request batches)', labelNames: ['model'], buckets: [16, 64, 128, 256, 500, 1000, 2000, 4000, 8000], registers: [registry] }),
     batchRequests: new client.Histogram({ name: 'inference_batch_requests', help: 'Requests merged into one session.run', buckets: [1, 2, 3, 4, 6, 8, 12, 16], registers: [registry] }),
     runMs: new client.Histogram({ name: 'inference_run_duration_ms', help: 'session.run time inside the worker', labelNames: ['model'], buckets: ms, registers: [registry] }),
     queuedCandidates: new client.Gauge({ name: 'inference_queued_candidates', help: 'Candidates waiting for a worker', registers: [registry] }),

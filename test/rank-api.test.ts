@@ -46,6 +46,17 @@ test('ranks by eCPM with the documented formulas and stamps model versions', asy
   assert.ok(out.timings.totalMs > 0);
 });
 
+test('the cvr model scores only the cpa candidates', async (t) => {
+  const app = await withApp(t);
+  const body = sampleRequest(30, 10, 21); // bid types cycle cpc, cpa, cpm: 10 cpa
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  assert.equal(res.statusCode, 200);
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.match(metrics, /inference_batch_candidates_sum\{model="feed-cvr"\} 10\n/);
+  assert.match(metrics, /inference_batch_candidates_sum\{model="feed-ctr"\} 30\n/);
+  for (const r of res.json().ranked) assert.equal(r.pcvr !== undefined, body.candidates.find((c) => c.adId === r.adId)!.bidType === 'cpa');
+});
+
 test('topK keeps the best K; cvr model is skipped when no candidate bids cpa', async (t) => {
   const app = await withApp(t);
   const body = sampleRequest(20, 10, 3);

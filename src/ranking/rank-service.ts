@@ -53,6 +53,13 @@ export interface RankServiceOptions {
 
 let requestCounter = 0;
 
+/** The request restricted to its cpa candidates, and their positions in the full request. */
+function cpaSubset(request: RankRequest): { request: RankRequest; indices: number[] } {
+  const indices: number[] = [];
+  request.candidates.forEach((c, i) => c.bidType === 'cpa' && indices.push(i));
+  return { request: { ...request, candidates: indices.map((i) => request.candidates[i]) }, indices };
+}
+
 export class RankService {
   readonly #registry: ModelRegistry;
   readonly #pool: InferencePool;
@@ -92,23 +99,30 @@ export class RankService {
 
       const featuresStart = performance.now();
       const ctrEncoded = this.encode(ctr.version, request);
-      const cvrEncoded = cvr ? (cvr.version.plan === ctr.version.plan ? ctrEncoded : this.encode(cvr.version, request)) : null;
+      // Only cpa bids use pCVR: the cvr model scores that subset, not every candidate.
+      const cpa = cvr ? cpaSubset(request) : null;
+      const cvrEncoded = cvr && cpa ? this.encode(cvr.version, cpa.request) : null;
       const featuresMs = performance.now() - featuresStart;
 
       // Reject early when the queue already makes the deadline unreachable, rather than answer late.
       const n = request.candidates.length;
-      const expected = this.#pool.estimateMs(ctr.version.key, n) + (cvr ? this.#pool.estimateMs(cvr.version.key, n) : 0);
+      const expected = this.#pool.estimateMs(ctr.version.key, n) + (cvr && cpa ? this.#pool.estimateMs(cvr.version.key, cpa.indices.length) : 0);
       if (performance.now() + expected > deadlineAt) {
         this.#metrics.shed.inc({ reason: 'deadline' });
         throw Errors.DEADLINE(deadlineMs);
       }
 
       const scoreStart = performance.now();
-      const [pctr, pcvr] = await Promise.all([
+      const [pctr, cpaScores] = await Promise.all([
         this.#score(ctr, ctrEncoded, request, deadlineAt),
-        cvr ? this.#score(cvr, cvrEncoded!, request, deadlineAt) : Promise.resolve(null),
+        cvr && cpa ? this.#score(cvr, cvrEncoded!, cpa.request, deadlineAt) : Promise.resolve(null),
       ]);
       const scoreMs = performance.now() - scoreStart;
+      let pcvr: Float32Array | null = null;
+      if (cpa && cpaScores) {
+        pcvr = new Float32Array(n);
+        cpa.indices.forEach((candidate, i) => (pcvr![candidate] = cpaScores[i]));
+      }
 
       const ranked = rankCandidates(request.candidates, pctr, pcvr, request.topK);
       const truncated = ctrEncoded.user.history.truncated;
@@ -127,7 +141,7 @@ export class RankService {
       this.#metrics.candidates.inc({ surface }, n);
       if (this.#hooks.shadow) {
         if (ctr.shadows.length > 0) this.#hooks.shadow(request, 'ctr', { version: ctr.version, scores: pctr }, ctr.shadows);
-        if (cvr && pcvr && cvr.shadows.length > 0) this.#hooks.shadow(request, 'cvr', { version: cvr.version, scores: pcvr }, cvr.shadows);
+        if (cvr && cpa && cpaScores && cvr.shadows.length > 0) this.#hooks.shadow(cpa.request, 'cvr', { version: cvr.version, scores: cpaScores }, cvr.shadows);
       }
       this.#hooks.impressions?.(request, result);
       return result;

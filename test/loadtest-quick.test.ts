@@ -1,0 +1,58 @@
+/**
+ * Smoke test of the load-test scripts: `bench` and `swap` in --quick --fixtures mode (tiny durations,
+ * a fixture model repository, results in a temp folder, no plot). Checks that they run end to end
+ * against a real child-process server and write results with the expected shape; the numbers
+ * themselves are not asserted (the machine is shared). Both run at once to stay well under 40 s.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { projectRoot } from '../src/paths.js';
+
+function run(script: string, args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(projectRoot, 'dist', 'loadtest', script), ...args], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 38_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
+}
+
+test('bench and swap run end to end in --quick --fixtures mode', { timeout: 40_000 }, async (t) => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'loadtest-quick-'));
+  t.after(() => rmSync(out, { recursive: true, force: true }));
+  const common = ['--quick', '--fixtures', '--no-plot'];
+  const [bench, swap] = await Promise.all([
+    run('bench.js', [...common, '--out', path.join(out, 'bench'), '--duration', '0.7', '--fixed-duration', '1', '--warmup', '0.3']),
+    run('swap.js', [...common, '--out', path.join(out, 'swap'), '--cycles', '4']),
+  ]);
+  assert.equal(bench.code, 0, bench.output);
+  const b = JSON.parse(readFileSync(path.join(out, 'bench', 'bench-latest.json'), 'utf8'));
+  assert.equal(b.kind, 'bench');
+  assert.deepEqual(b.table.map((r: { concurrency: number }) => r.concurrency), [1, 4]);
+  for (const row of b.table) {
+    assert.ok(row.rps > 0 && row.floorRps > 0, JSON.stringify(row));
+    assert.equal(row.errors, 0, `errors at concurrency ${row.concurrency}`);
+  }
+  assert.equal(b.ceiling.models.length, 2);
+  assert.ok(b.ceiling.serverCeilingCandPerS > 0);
+  assert.ok(b.deadline.rejected504 > 0, `an unmeetable deadline is answered 504: ${JSON.stringify(b.deadline.status)}`);
+  assert.ok(readFileSync(path.join(out, 'bench', 'bench-latest.md'), 'utf8').includes('Concurrency sweep'));
+
+  assert.ok(swap.code === 0 || swap.code === 3, swap.output);
+  const s = JSON.parse(readFileSync(path.join(out, 'swap', 'swap-latest.json'), 'utf8'));
+  assert.equal(s.kind, 'swap');
+  assert.equal(s.phase1.non2xx, 0, `no failed request during the swap: ${JSON.stringify(s.phase1.status)}`);
+  assert.equal(s.pass.promoteAndRollbackApplied, true);
+  assert.ok(s.phase1.canary.canaryResponses > 0, 'the canary served some requests');
+  assert.equal(s.cycles.run, 4);
+  assert.ok(s.cycles.rss.length >= 2);
+});
