@@ -4,7 +4,6 @@
  * one for the admin API. Tests drive both with inject(); src/main.ts only listens and handles signals.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import underPressure from '@fastify/under-pressure';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config.js';
 import { Errors } from './errors.js';
@@ -20,6 +19,7 @@ import { RankService } from './ranking/rank-service.js';
 import { ShadowRunner } from './ranking/shadow.js';
 import { UserCache } from './ranking/user-cache.js';
 import { adminRoutes } from './routes/admin.js';
+import { AdmissionController } from './routes/admission.js';
 import { handleError } from './routes/errors.js';
 import { rankRoutes } from './routes/rank.js';
 import { v2Routes } from './routes/v2.js';
@@ -113,13 +113,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     return !closing && rollout !== null && Object.keys(rollout.routes).length > 0 && registry.routing.surfaces.size === Object.keys(rollout.routes).length;
   };
 
-  await app.register(underPressure, {
-    maxEventLoopDelay: config.maxEventLoopDelayMs,
-    retryAfter: 1,
-    pressureHandler: (_request, reply, type, value) => {
-      metrics.shed.inc({ reason: String(type) });
-      reply.header('retry-after', '1').code(503).send({ error: { code: Errors.OVERLOADED.code, message: `server overloaded: ${type} ${value}` } });
-    },
+  const admission = new AdmissionController({ targetLagMs: config.maxEventLoopDelayMs });
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.url !== '/v1/rank' || admission.admit()) return;
+    metrics.shed.inc({ reason: 'event_loop' });
+    return reply
+      .code(503)
+      .header('retry-after', '1')
+      .send({ error: { code: Errors.OVERLOADED.code, message: `server overloaded: event-loop lag ${admission.lagMs.toFixed(1)} ms` } });
   });
   await app.register(rankRoutes, { config, service, metrics });
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
@@ -132,10 +133,12 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.addHook('onReady', async () => {
     await pool.start();
     await loader.start();
+    admission.start();
     if (!isReady()) log.warn({ warnings: registry.routing.warnings, rolloutError: loader.rolloutError }, 'not every routed surface has a ready model');
   });
   app.addHook('preClose', async () => {
     closing = true;
+    admission.stop();
     await loader.stop();
   });
   app.addHook('onClose', async () => {

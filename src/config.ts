@@ -27,7 +27,7 @@ export interface Config {
   batchMaxCandidates: number;
   /** Candidates waiting for a worker before new requests are shed with 503. */
   maxQueuedCandidates: number;
-  /** Event-loop delay (ms, p99 over the last second) above which requests are shed. */
+  /** Smoothed event-loop lag (ms) above which new requests are shed (src/routes/admission.ts). */
   maxEventLoopDelayMs: number;
   maxCandidates: number;
   maxHistory: number;
@@ -132,7 +132,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     batchMaxDelayMs: decimal(env, 'BATCH_MAX_DELAY_MS', 0, 0, 100),
     batchMaxCandidates: integer(env, 'BATCH_MAX_CANDIDATES', 4096, 1, 65536),
     maxQueuedCandidates: integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1),
-    maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 200, 1),
+    maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 25, 1),
     maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),
     maxFeatureEntries: integer(env, 'MAX_FEATURE_ENTRIES', 256, 1, 10000),
