@@ -4,19 +4,9 @@
  * Everything in world/ draws from an Rng forked from the run's seed, so the same seed gives the
  * same bytes.
  */
-import { hashString } from '../src/features/id-hash.js';
+import { fmix32 as mix32, hashString } from '../src/features/id-hash.js';
 
 const kInv32 = 1 / 4294967296;
-
-function mix32(value: number): number {
-  let h = value >>> 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /** Combine a seed with any number of integer / string keys into one 32-bit seed. */
 export function deriveSeed(seed: number, ...keys: Array<number | string>): number {

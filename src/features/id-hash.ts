@@ -12,7 +12,8 @@ export const kHashFunctionName = 'fmix32x2-v1';
 
 const kTwo32 = 4294967296;
 
-function fmix32(value: number): number {
+/** murmur3's 32-bit finalizer; also the world simulator's seed mixer. */
+export function fmix32(value: number): number {
   let h = value >>> 0;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
