@@ -2,7 +2,7 @@
  * Smoke test of the load-test scripts: `bench` and `swap` in --quick --fixtures mode (tiny durations,
  * a fixture model repository, results in a temp folder, no plot). Checks that they run end to end
  * against a real child-process server and write results with the expected shape; the numbers
- * themselves are not asserted (the machine is shared). Both run at once to stay well under 40 s.
+ * themselves are not asserted (the machine is shared). Short phases keep both under 40 s together.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,13 +12,13 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { projectRoot } from '../src/paths.js';
 
-function run(script: string, args: string[]): Promise<{ code: number | null; output: string }> {
+function run(script: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(projectRoot, 'dist', 'loadtest', script), ...args], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [path.join(projectRoot, 'dist', 'loadtest', script), ...args], { cwd: projectRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 38_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
     child.on('exit', (code) => {
       clearTimeout(timer);
       resolve({ code, output });
@@ -30,17 +30,21 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 40_0
   const out = mkdtempSync(path.join(os.tmpdir(), 'loadtest-quick-'));
   t.after(() => rmSync(out, { recursive: true, force: true }));
   const common = ['--quick', '--fixtures', '--no-plot'];
-  const [bench, swap] = await Promise.all([
-    run('bench.js', [...common, '--out', path.join(out, 'bench'), '--duration', '0.7', '--fixed-duration', '1', '--warmup', '0.3']),
-    run('swap.js', [...common, '--out', path.join(out, 'swap'), '--cycles', '4']),
-  ]);
+  // "No failed request during a swap" is the point of the swap scenario, so the two run one after the
+  // other, and the swap server's event-loop admission control (25 ms lag target, which sheds a few
+  // requests whenever a busy shared machine stalls the loop) is relaxed: a non-2xx left is the swap's.
+  const swap = await run('swap.js', [...common, '--out', path.join(out, 'swap'), '--cycles', '4', '--probe-seconds', '0.7', '--steady-seconds', '1', '--canary-seconds', '1.5', '--window-seconds', '0.7'], {
+    MAX_EVENT_LOOP_DELAY_MS: '2000',
+  });
+  const bench = await run('bench.js', [...common, '--out', path.join(out, 'bench'), '--duration', '0.6', '--fixed-duration', '0.8', '--warmup', '0.2', '--ceiling-seconds', '0.2']);
   assert.equal(bench.code, 0, bench.output);
   const b = JSON.parse(readFileSync(path.join(out, 'bench', 'bench-latest.json'), 'utf8'));
   assert.equal(b.kind, 'bench');
   assert.deepEqual(b.table.map((r: { concurrency: number }) => r.concurrency), [1, 4]);
-  for (const row of b.table) {
-    assert.ok(row.rps > 0 && row.floorRps > 0, JSON.stringify(row));
-    assert.equal(row.errors, 0, `errors at concurrency ${row.concurrency}`);
+  for (const row of b.table) assert.ok(row.rps > 0 && row.floorRps > 0, JSON.stringify(row));
+  // Only 200 or an admission-control 503 (the machine may be busy); never a 4xx or another 5xx.
+  for (const point of [...b.sweep.normal, ...b.sweep.floor]) {
+    assert.deepEqual(Object.keys(point.run.status).filter((code) => code !== '200' && code !== '503'), [], JSON.stringify(point.run.status));
   }
   assert.equal(b.ceiling.models.length, 2);
   assert.ok(b.ceiling.serverCeilingCandPerS > 0);

@@ -1,0 +1,318 @@
+/**
+ * `npm run bench`: throughput and latency of POST /v1/rank, end to end over HTTP on 127.0.0.1.
+ *
+ *  1. the model ceiling: raw session.run of the routed ctr and cvr models in this process;
+ *  2. a concurrency sweep (closed loop, autocannon) against the server (a) as configured and
+ *     (b) with SKIP_INFERENCE=true (the HTTP + JSON + features floor);
+ *  3. fixed-rate tests at 70% and 200% of the best sweep rate (open loop), shedding at overload;
+ *  4. requests with a deadline that cannot be met, under load: they must be rejected early (504).
+ *
+ * Flags: --repo DIR (default ./models) | --fixtures, --duration S, --concurrency 1,4,16,64,
+ * --bodies N, --candidates N, --history N, --surface NAME, --pool-size N, --out DIR, --no-plot, --quick.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { flagList, flagNumber, flagText, parseFlags } from './lib/args.js';
+import { makeBodies, withFields } from './lib/bodies.js';
+import { measureCeiling, type ModelCeiling } from './lib/ceiling.js';
+import { closedLoop, openLoop, type RunSummary } from './lib/load.js';
+import { scrape, serverSide, type ServerSide } from './lib/metrics.js';
+import { openRepo, routedModels } from './lib/repo.js';
+import { hostInfo, table, timestamp, writeResults } from './lib/report.js';
+import { startServer, type ServerHandle } from './lib/server.js';
+import { round, summarize } from './lib/stats.js';
+import { projectRoot } from '../src/paths.js';
+import type { RankRequest } from '../src/features/request.js';
+import type { Surface } from '../world/index.js';
+
+const log = (message: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+
+interface SweepPoint {
+  concurrency: number;
+  rps: number;
+  candPerS: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  errors: number;
+  /** server cand/s divided by the raw model ceiling (all pool workers busy on session.run). */
+  ratioToCeiling: number;
+  run: RunSummary;
+  server: ServerSide;
+}
+
+/** Run `body` between two /metrics scrapes and attach the server-side difference. */
+async function observed<T extends { summary: RunSummary }>(server: ServerHandle, workers: number, body: () => Promise<T>): Promise<T & { server: ServerSide }> {
+  const before = await scrape(server.url);
+  const started = performance.now();
+  const result = await body();
+  const after = await scrape(server.url);
+  return { ...result, server: serverSide(before, after, (performance.now() - started) / 1000, workers) };
+}
+
+const describeServer = (s: ServerSide) =>
+  `server: ${s.batches} batches, ${s.meanBatchCandidates} cand / ${s.meanBatchRequests} req per batch, workers busy ${(s.workerBusyShare * 100).toFixed(1)}%, ` +
+  `shed ${JSON.stringify(s.shedByReason)}, scoring ${JSON.stringify(s.scoringOutcomes)}`;
+
+async function main(): Promise<void> {
+  const flags = parseFlags(process.argv.slice(2), ['quick', 'fixtures', 'no-plot']);
+  const quick = flags.has('quick');
+  const options = {
+    quick,
+    repo: flagText(flags, 'repo', './models'),
+    fixtures: flags.has('fixtures'),
+    durationS: flagNumber(flags, 'duration', quick ? 1 : 10),
+    warmupS: flagNumber(flags, 'warmup', quick ? 0.5 : 3),
+    concurrency: flagList(flags, 'concurrency', quick ? [1, 4] : [1, 4, 16, 64]),
+    bodies: flagNumber(flags, 'bodies', quick ? 12 : 200),
+    candidates: flagNumber(flags, 'candidates', 500),
+    history: flagNumber(flags, 'history', 256),
+    surface: flagText(flags, 'surface', 'feed') as Surface,
+    seed: flagNumber(flags, 'seed', 7),
+    ceilingS: flagNumber(flags, 'ceiling-seconds', quick ? 0.3 : 3),
+    fixedS: flagNumber(flags, 'fixed-duration', quick ? 1.5 : 10),
+    deadlineMs: flagNumber(flags, 'deadline-ms', 0.5),
+    poolSize: flags.has('pool-size') ? flagNumber(flags, 'pool-size', 1) : Number(process.env.POOL_SIZE || Math.max(1, (os.availableParallelism?.() ?? os.cpus().length) - 1)),
+    out: path.resolve(flagText(flags, 'out', path.join(projectRoot, 'loadtest', 'results'))),
+    plot: !flags.has('no-plot'),
+  };
+  const stamp = timestamp();
+  const startedAt = new Date().toISOString();
+  const repo = openRepo(options.repo, options.fixtures);
+  const servers: ServerHandle[] = [];
+  const cleanup = async () => {
+    for (const s of servers) await s.stop().catch(() => undefined);
+    repo.cleanup();
+  };
+  process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+  try {
+    const models = routedModels(repo.dir, options.surface);
+    log(`repo ${repo.dir} (${repo.source}); ${options.surface} routes ${models.map((m) => `${m.objective}=${m.name}@${m.version}`).join(', ')}`);
+    const bodies = makeBodies({ count: options.bodies, candidates: options.candidates, history: options.history, surface: options.surface, seed: options.seed });
+    log(`bodies: ${bodies.stats.count} x ${options.candidates} candidates, history ${options.history}, ${bodies.stats.distinctUsers} users, ${bodies.stats.meanBytes} bytes each, bid types ${JSON.stringify(bodies.stats.bidTypes)}`);
+    const next = (i: number) => bodies.buffers[i % bodies.buffers.length];
+
+    // 1. ceiling
+    // The server scores ctr on every candidate and cvr on the cpa-bid subset only (rank-service), so
+    // the cvr ceiling is measured on the same cpa subsets and weighted by the cpa share of candidates.
+    const ceilings: ModelCeiling[] = [];
+    const cpaOnly = (r: RankRequest): RankRequest => ({ ...r, candidates: r.candidates.filter((c) => c.bidType === 'cpa') });
+    for (const model of models) {
+      const source = (bodies.requests as unknown as RankRequest[]).map((r) => (model.objective === 'cvr' ? cpaOnly(r) : r)).filter((r) => r.candidates.length > 0);
+      const c = await measureCeiling(model, source, quick ? [1] : [1, 4], options.ceilingS);
+      ceilings.push(c);
+      log(`ceiling ${model.name}@${model.version}: ${c.points.map((p) => `${p.candidatesPerBatch}/batch ${p.candPerS} cand/s (run p50 ${p.runMsP50} ms)`).join(', ')}; features ${c.encode.msPerRequest} ms/request`);
+    }
+    const totalCandidates = Object.values(bodies.stats.bidTypes).reduce((a, b) => a + b, 0);
+    const cpaShare = (bodies.stats.bidTypes.cpa ?? 0) / Math.max(1, totalCandidates);
+    const perCandidateS = (objective: string, pick: (c: ModelCeiling) => number) =>
+      ceilings.filter((c) => c.objective === objective).reduce((a, c) => a + 1 / pick(c), 0);
+    const combined = (pick: (c: ModelCeiling) => number) => 1 / (perCandidateS('ctr', pick) + cpaShare * perCandidateS('cvr', pick));
+    const ceilingSingle = Math.round(combined((c) => c.points[0].candPerS));
+    const ceilingBest = Math.round(combined((c) => Math.max(...c.points.map((p) => p.candPerS))));
+    const ceilingServer = ceilingBest * options.poolSize;
+    log(`ceiling ctr+cvr: ${ceilingSingle} cand/s per core (single-request batches), ${ceilingBest} best batch; x ${options.poolSize} worker(s) = ${ceilingServer} cand/s`);
+
+    const serverEnv = (skip: boolean): Record<string, string> => ({ POOL_SIZE: String(options.poolSize), ...(skip ? { SKIP_INFERENCE: 'true' } : {}) });
+    const sweep = async (server: ServerHandle, label: string): Promise<SweepPoint[]> => {
+      await closedLoop({ url: server.url, connections: Math.min(4, Math.max(...options.concurrency)), durationS: options.warmupS, body: next });
+      const points: SweepPoint[] = [];
+      for (const c of options.concurrency) {
+        const { summary, server: side } = await observed(server, options.poolSize, () => closedLoop({ url: server.url, connections: c, durationS: options.durationS, body: next }));
+        const candPerS = Math.round(summary.rps * options.candidates);
+        const point: SweepPoint = {
+          concurrency: c,
+          rps: summary.rps,
+          candPerS,
+          p50: summary.latency.p50,
+          p90: summary.latency.p90,
+          p99: summary.latency.p99,
+          errors: summary.non2xx + summary.errors + summary.timeouts,
+          ratioToCeiling: round(candPerS / ceilingServer, 3),
+          run: summary,
+          server: side,
+        };
+        points.push(point);
+        log(`${label} c=${c}: ${point.rps} rps, ${candPerS} cand/s, p50 ${point.p50} p90 ${point.p90} p99 ${point.p99} ms, errors ${point.errors} ${JSON.stringify(summary.status)}`);
+        log(`  ${describeServer(side)}`);
+      }
+      return points;
+    };
+
+    // 2a. the server as configured, then 3 + 4 on the same process
+    const logDir = path.join(options.out, 'logs');
+    (await import('node:fs')).mkdirSync(logDir, { recursive: true });
+    let server = await startServer({ repo: repo.dir, env: serverEnv(false), logFile: path.join(logDir, `bench-${stamp}-server.log`) });
+    servers.push(server);
+    log(`server pid ${server.pid} on ${server.url} (rss ${Math.round(server.rssKb() / 1024)} MiB)`);
+    const normal = await sweep(server, 'server');
+    const best = normal.reduce((a, b) => (b.rps > a.rps ? b : a));
+    const maxRps = best.rps;
+
+    // 3. fixed rate: 70% (open loop; plus autocannon overallRate for comparison) and 200% (overload)
+    const rate70 = Math.max(1, round(maxRps * 0.7, 1));
+    const at70run = await observed(server, options.poolSize, () => openLoop({ url: server.url, rate: rate70, durationS: options.fixedS, body: next }));
+    const at70 = at70run.summary;
+    log(`fixed 70% (${rate70}/s, open loop): ${at70.rps} rps ok, p50 ${at70.latency.p50} p99 ${at70.latency.p99} ms, ${JSON.stringify(at70.status)}`);
+    log(`  ${describeServer(at70run.server)}`);
+    const at70cannon = (await closedLoop({ url: server.url, connections: 16, overallRate: Math.max(1, Math.round(rate70)), durationS: options.fixedS, body: next })).summary;
+    log(`fixed 70% (${Math.round(rate70)}/s, autocannon overallRate, 16 conns): p50 ${at70cannon.latency.p50} p99 ${at70cannon.latency.p99} ms`);
+    const rate200 = Math.max(2, round(maxRps * 2, 1));
+    const at200run = await observed(server, options.poolSize, () => openLoop({ url: server.url, rate: rate200, durationS: options.fixedS, body: next, maxInflight: 2048, timeoutMs: 10_000 }));
+    const at200 = at200run.summary;
+    const count = (s: RunSummary, code: number) => s.status[code] ?? 0;
+    const overload = {
+      targetRate: rate200,
+      run: at200,
+      shed503: count(at200, 503),
+      shed429: count(at200, 429),
+      deadline504: count(at200, 504),
+      shedShare: round((count(at200, 503) + count(at200, 429)) / Math.max(1, at200.completed), 4),
+      rejectedShare: round(at200.non2xx / Math.max(1, at200.completed), 4),
+      goodputRps: at200.rps,
+      p99Accepted: at200.latencyOk.p99,
+      p50Accepted: at200.latencyOk.p50,
+      server: at200run.server,
+    };
+    log(`overload 200% (${rate200}/s): goodput ${at200.rps} rps, shed ${(overload.shedShare * 100).toFixed(1)}% (503 ${overload.shed503}, 429 ${overload.shed429}), 504 ${overload.deadline504}, p99 accepted ${overload.p99Accepted} ms`);
+    log(`  ${describeServer(at200run.server)}`);
+
+    // 4. unmeetable deadline under load: a closed-loop background plus an open-loop stream of deadline requests
+    const deadlineBodies = bodies.buffers.map((b) => withFields(b, { deadlineMs: options.deadlineMs }));
+    const deadlineRate = Math.max(2, round(Math.min(50, maxRps * 0.25), 1));
+    const background = closedLoop({ url: server.url, connections: Math.min(16, Math.max(...options.concurrency)), durationS: options.fixedS, body: next });
+    const stream = openLoop({ url: server.url, rate: deadlineRate, durationS: Math.max(0.5, options.fixedS - 0.5), body: (i) => deadlineBodies[i % deadlineBodies.length] });
+    const deadlineBefore = await scrape(server.url);
+    const deadlineStarted = performance.now();
+    const [bg, dl] = await Promise.all([background, stream]);
+    const deadlineSide = serverSide(deadlineBefore, await scrape(server.url), (performance.now() - deadlineStarted) / 1000, options.poolSize);
+    const late = dl.samples.filter((s) => s.status === 504).map((s) => s.latency);
+    const deadline = {
+      deadlineMs: options.deadlineMs,
+      rate: deadlineRate,
+      sent: dl.summary.sent,
+      status: dl.summary.status,
+      rejected504: late.length,
+      latency504: summarize(late),
+      backgroundConcurrency: bg.summary.connections,
+      background: { rps: bg.summary.rps, p50: bg.summary.latency.p50, p99: bg.summary.latency.p99, status: bg.summary.status },
+      server: deadlineSide,
+    };
+    log(`deadline ${options.deadlineMs} ms: ${late.length}/${dl.summary.completed} answered 504, their p50 ${deadline.latency504.p50} p99 ${deadline.latency504.p99} ms (background p99 ${bg.summary.latency.p99} ms)`);
+    const rssKb = server.rssKb();
+    await server.stop();
+
+    // 2b. the floor
+    server = await startServer({ repo: repo.dir, env: serverEnv(true), logFile: path.join(logDir, `bench-${stamp}-floor.log`) });
+    servers.push(server);
+    const floor = await sweep(server, 'floor');
+    await server.stop();
+
+    const rows = normal.map((p, i) => ({
+      concurrency: p.concurrency,
+      rps: p.rps,
+      candPerS: p.candPerS,
+      p50: p.p50,
+      p90: p.p90,
+      p99: p.p99,
+      errors: p.errors,
+      ratioToCeiling: p.ratioToCeiling,
+      floorRps: floor[i].rps,
+      floorP99: floor[i].p99,
+      serverOverFloorRps: round(p.rps / floor[i].rps, 3),
+    }));
+    const result = {
+      kind: 'bench',
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      quick,
+      host: hostInfo(),
+      options,
+      repo: { dir: repo.source === 'fixtures' ? '(fixtures)' : path.relative(process.cwd(), repo.dir) || '.', source: repo.source, models: models.map(({ objective, name, version }) => ({ objective, name, version })) },
+      server: { poolSize: options.poolSize, rssMiBAfterLoad: Math.round(rssKb / 1024) },
+      bodies: bodies.stats,
+      ceiling: { models: ceilings, cpaShare, combinedCandPerSPerCore: ceilingSingle, combinedBestBatchCandPerS: ceilingBest, serverCeilingCandPerS: ceilingServer },
+      sweep: { normal, floor },
+      table: rows,
+      maxSustainable: { rps: maxRps, concurrency: best.concurrency },
+      fixedRate: { at70: { targetRate: rate70, run: at70, server: at70run.server }, at70autocannon: { targetRate: Math.round(rate70), run: at70cannon } },
+      overload,
+      deadline,
+    };
+
+    const header = ['conc', 'rps', 'cand/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'x ceiling', 'floor rps', 'floor p99', 'x floor'];
+    const text = table(
+      header,
+      rows.map((r) => [r.concurrency, r.rps, r.candPerS, r.p50, r.p90, r.p99, r.errors, r.ratioToCeiling, r.floorRps, r.floorP99, r.serverOverFloorRps]),
+    );
+    const ceilingText = table(
+      ['model', 'cand/batch', 'cand/s (1 thread)', 'run p50 ms', 'run p99 ms', 'features ms/req'],
+      ceilings.flatMap((c) => c.points.map((p) => [`${c.objective} ${c.name}@${c.version}`, p.candidatesPerBatch, p.candPerS, p.runMsP50, p.runMsP99, c.encode.msPerRequest])),
+    );
+    const scenarioText = table(
+      ['scenario', 'offered /s', 'ok rps', 'p50 ms', 'p99 ms', 'p99 ok ms', 'non-2xx', 'statuses'],
+      [
+        ['70% open loop', rate70, at70.rps, at70.latency.p50, at70.latency.p99, at70.latencyOk.p99, at70.non2xx, JSON.stringify(at70.status)],
+        ['70% autocannon overallRate', Math.round(rate70), at70cannon.rps, at70cannon.latency.p50, at70cannon.latency.p99, at70cannon.latencyOk.p99, at70cannon.non2xx, JSON.stringify(at70cannon.status)],
+        ['200% open loop', rate200, at200.rps, at200.latency.p50, at200.latency.p99, at200.latencyOk.p99, at200.non2xx, JSON.stringify(at200.status)],
+        [`deadline ${options.deadlineMs} ms (+bg c=${bg.summary.connections})`, deadlineRate, dl.summary.rps, dl.summary.latency.p50, dl.summary.latency.p99, dl.summary.latencyOk.p99, dl.summary.non2xx, JSON.stringify(dl.summary.status)],
+      ],
+    );
+    const sideRows: Array<[string, ServerSide]> = [
+      ...normal.map((p) => [`server c=${p.concurrency}`, p.server] as [string, ServerSide]),
+      ...floor.map((p) => [`floor c=${p.concurrency}`, p.server] as [string, ServerSide]),
+      ['70% open loop', at70run.server],
+      ['200% open loop', at200run.server],
+      ['deadline + background', deadlineSide],
+    ];
+    const sideText = table(
+      ['run', 'server mean ms', 'batches', 'cand/batch', 'req/batch', 'workers busy', 'responses by code', 'shed (reason)', 'scoring outcomes'],
+      sideRows.map(([name, x]) => [name, x.serverMeanMs, x.batches, x.meanBatchCandidates, x.meanBatchRequests, x.workerBusyShare, JSON.stringify(x.responsesByCode), JSON.stringify(x.shedByReason), JSON.stringify(x.scoringOutcomes)]),
+    );
+    const markdown = [
+      `# Benchmark ${startedAt}${quick ? ' (quick mode: numbers are a smoke test only)' : ''}`,
+      '',
+      `Host: ${result.host.cpus} CPUs (${result.host.cpuModel}), node ${result.host.node}, load average at end ${result.host.loadavg.join(' ')}. ` +
+        `Server: ${options.poolSize} inference worker(s). Repo: ${result.repo.dir} (${models.map((m) => `${m.objective}=${m.name}@${m.version}`).join(', ')}).`,
+      `Bodies: ${bodies.stats.count} distinct ${options.surface} requests, ${options.candidates} candidates, history ${options.history}, ${bodies.stats.distinctUsers} users, ${bodies.stats.meanBytes} bytes; bid types ${JSON.stringify(bodies.stats.bidTypes)} (cvr scores the cpa subset: ${(cpaShare * 100).toFixed(0)}% of candidates).`,
+      '',
+      '## Concurrency sweep (closed loop, autocannon, ' + options.durationS + ' s per point)',
+      '',
+      text,
+      '',
+      `rps = 2xx responses/s; cand/s = rps x ${options.candidates}; latency over all responses; x ceiling = cand/s / ${ceilingServer} ` +
+        `(raw session.run ctr+cvr, ${options.poolSize} worker(s)); floor = the same server with SKIP_INFERENCE=true; x floor = rps / floor rps.`,
+      '',
+      '## Model ceiling (raw onnxruntime-node session.run, intraOpNumThreads 1)',
+      '',
+      ceilingText,
+      '',
+      `Combined ctr + cvr: ${ceilingSingle} cand/s per core with single-request batches, ${ceilingBest} with the best batch size.`,
+      '',
+      `## Fixed rate, overload and deadline (max sustainable = ${maxRps} rps at concurrency ${best.concurrency})`,
+      '',
+      scenarioText,
+      '',
+      `Overload (200%): ${(overload.shedShare * 100).toFixed(1)}% shed with 503/429, ${(overload.rejectedShare * 100).toFixed(1)}% non-2xx in all (504: ${overload.deadline504}); p99 of accepted requests ${overload.p99Accepted} ms (p50 ${overload.p50Accepted}).`,
+      `Deadline ${options.deadlineMs} ms: ${deadline.rejected504} of ${dl.summary.completed} answered 504; 504 latency p50 ${deadline.latency504.p50} ms, p99 ${deadline.latency504.p99} ms.`,
+      '',
+      '## Server side (from /metrics, difference over each run)',
+      '',
+      sideText,
+      '',
+      'server mean ms = rank_request_duration_ms (parse to response, excludes time in socket buffers); workers busy = session.run time / (wall x workers); ' +
+        'shed (reason) = rank_shed_total (event_loop = admission control before body parsing, deadline = early 504); scoring outcomes = model_requests_total (SERVER_OVERLOADED = pool queue full, MAX_QUEUED_CANDIDATES).',
+      '',
+    ].join('\n');
+    const written = writeResults(options.out, 'bench', stamp, result, markdown + (options.plot ? `![bench](bench-latest.png)\n` : ''), options.plot);
+    process.stdout.write(`\n${text}\n\n${ceilingText}\n\n${scenarioText}\n\n`);
+    log(`wrote ${written.json}, ${written.markdown}${written.png ? `, ${written.png}` : ''}${written.plotError ? ` (plot failed: ${written.plotError})` : ''}`);
+  } finally {
+    await cleanup();
+  }
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+  process.exit(1);
+});

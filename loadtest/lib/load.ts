@@ -1,0 +1,223 @@
+/**
+ * Two load generators over HTTP/1.1 keep-alive on 127.0.0.1:
+ *  - closedLoop: autocannon with N connections, each sending the next body as soon as its previous
+ *    response arrives (the concurrency sweep and capacity probes);
+ *  - openLoop: requests sent on a fixed schedule (rate per second) whatever the server does, latency
+ *    measured from the scheduled send time, so queueing and shedding are visible and there is no
+ *    coordinated omission (the fixed-rate, overload, deadline and swap scenarios).
+ * Both record every response (completion time, latency, status) for exact percentiles per status.
+ */
+import http from 'node:http';
+import autocannon, { type AutocannonRequest } from 'autocannon';
+import { summarize, type LatencySummary } from './stats.js';
+
+export interface Sample {
+  /** Completion time, ms since the run's start. */
+  at: number;
+  latency: number;
+  status: number;
+}
+
+export interface RunSummary {
+  mode: 'closed' | 'open';
+  connections?: number;
+  targetRate?: number;
+  durationS: number;
+  sent: number;
+  completed: number;
+  ok: number;
+  /** 2xx responses per second. */
+  rps: number;
+  /** Completed responses (any status) per second. */
+  totalRps: number;
+  latency: LatencySummary;
+  latencyOk: LatencySummary;
+  status: Record<string, number>;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  /** Open loop only: sends skipped because the client already had maxInflight requests open. */
+  clientDropped?: number;
+}
+
+function summarizeSamples(samples: Sample[], durationS: number, extra: Partial<RunSummary> & Pick<RunSummary, 'mode' | 'sent' | 'errors' | 'timeouts'>): RunSummary {
+  const status: Record<string, number> = {};
+  const all: number[] = [];
+  const ok: number[] = [];
+  for (const s of samples) {
+    status[s.status] = (status[s.status] ?? 0) + 1;
+    all.push(s.latency);
+    if (s.status >= 200 && s.status < 300) ok.push(s.latency);
+  }
+  return {
+    durationS,
+    completed: samples.length,
+    ok: ok.length,
+    rps: +(ok.length / durationS).toFixed(2),
+    totalRps: +(samples.length / durationS).toFixed(2),
+    latency: summarize(all),
+    latencyOk: summarize(ok),
+    status,
+    non2xx: samples.length - ok.length,
+    ...extra,
+  };
+}
+
+export type BodySource = (index: number) => Buffer;
+
+export interface ClosedLoopOptions {
+  url: string;
+  path?: string;
+  connections: number;
+  durationS: number;
+  body: BodySource;
+  timeoutS?: number;
+  overallRate?: number;
+  onBody?: (status: number, body: string) => void;
+}
+
+export function closedLoop(options: ClosedLoopOptions): Promise<{ summary: RunSummary; samples: Sample[] }> {
+  const samples: Sample[] = [];
+  let next = 0;
+  const request: AutocannonRequest = {
+    method: 'POST',
+    path: options.path ?? '/v1/rank',
+    headers: { 'content-type': 'application/json' },
+    setupRequest: (req) => ({ ...req, body: options.body(next++) }),
+  };
+  if (options.onBody) request.onResponse = (status, body) => options.onBody!(status, body);
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const instance = autocannon(
+      {
+        url: options.url,
+        connections: options.connections,
+        duration: options.durationS,
+        timeout: options.timeoutS ?? 10,
+        overallRate: options.overallRate,
+        requests: [request],
+      },
+      (error, result) => {
+        if (error) return reject(error);
+        const durationS = (performance.now() - started) / 1000;
+        resolve({
+          samples,
+          summary: summarizeSamples(samples, durationS, {
+            mode: 'closed',
+            connections: options.connections,
+            targetRate: options.overallRate,
+            sent: result.requests.sent,
+            errors: result.errors,
+            timeouts: result.timeouts,
+          }),
+        });
+      },
+    );
+    instance.on('response', (_client: unknown, statusCode: number, _bytes: number, responseTime: number) => {
+      samples.push({ at: performance.now() - started, latency: responseTime, status: statusCode });
+    });
+  });
+}
+
+export interface OpenLoopOptions {
+  url: string;
+  path?: string;
+  /** Requests per second, evenly spaced. */
+  rate: number;
+  durationS: number;
+  body: BodySource;
+  maxInflight?: number;
+  timeoutMs?: number;
+  /** Called with the response body (collected only when this is given). */
+  onBody?: (status: number, body: string, sample: Sample, index: number) => void;
+  /** Stop early when this resolves (runs that last "until the scenario is done"). */
+  until?: Promise<unknown>;
+  /** Shared clock origin (performance.now()) so that callers can window samples. */
+  origin?: number;
+}
+
+export async function openLoop(options: OpenLoopOptions): Promise<{ summary: RunSummary; samples: Sample[] }> {
+  const target = new URL(options.url);
+  const maxInflight = options.maxInflight ?? 512;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: maxInflight, maxFreeSockets: maxInflight });
+  const samples: Sample[] = [];
+  const origin = options.origin ?? performance.now();
+  const started = performance.now();
+  const interval = 1000 / options.rate;
+  let sent = 0;
+  let inflight = 0;
+  let errors = 0;
+  let timeouts = 0;
+  let dropped = 0;
+  let stop = false;
+  options.until?.then(() => (stop = true), () => (stop = true));
+
+  const fire = (scheduled: number, index: number) => {
+    const body = options.body(index);
+    inflight++;
+    sent++;
+    const req = http.request(
+      {
+        host: target.hostname,
+        port: target.port,
+        path: options.path ?? '/v1/rank',
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': body.length },
+        timeout: options.timeoutMs ?? 10_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        if (options.onBody) res.on('data', (c: Buffer) => chunks.push(c));
+        else res.resume();
+        res.on('end', () => {
+          inflight--;
+          const now = performance.now();
+          const sample = { at: now - origin, latency: now - scheduled, status: res.statusCode ?? 0 };
+          samples.push(sample);
+          options.onBody?.(sample.status, Buffer.concat(chunks).toString(), sample, index);
+        });
+      },
+    );
+    req.on('timeout', () => {
+      timeouts++;
+      req.destroy(new Error('timeout'));
+    });
+    req.on('error', () => {
+      inflight--;
+      errors++;
+    });
+    req.end(body);
+  };
+
+  await new Promise<void>((resolve) => {
+    let index = 0;
+    const endAt = started + options.durationS * 1000;
+    const tick = () => {
+      const now = performance.now();
+      while (!stop && started + index * interval <= now && started + index * interval < endAt) {
+        if (inflight >= maxInflight) dropped++;
+        else fire(started + index * interval, index);
+        index++;
+      }
+      if (stop || started + index * interval >= endAt) return resolve();
+      setTimeout(tick, Math.max(0, Math.min(5, started + index * interval - performance.now())));
+    };
+    tick();
+  });
+  const sendEndedAt = performance.now();
+  // Let the requests in flight finish (bounded by their timeout).
+  const drainUntil = performance.now() + (options.timeoutMs ?? 10_000) + 1000;
+  while (inflight > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
+  agent.destroy();
+  const durationS = (sendEndedAt - started) / 1000;
+  return {
+    samples,
+    summary: summarizeSamples(samples, durationS, { mode: 'open', targetRate: options.rate, sent, errors, timeouts, clientDropped: dropped }),
+  };
+}
+
+/** Samples completed in [from, to) ms (same origin as the run). */
+export function windowOf(samples: Sample[], from: number, to: number): Sample[] {
+  return samples.filter((s) => s.at >= from && s.at < to);
+}

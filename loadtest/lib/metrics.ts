@@ -1,0 +1,73 @@
+/**
+ * Scrapes the server's Prometheus /metrics around a run and summarizes the difference: why requests
+ * were shed, scoring outcomes, micro-batch sizes and how busy the inference workers were. This is
+ * the evidence for "where did the time go" next to the client-side numbers.
+ */
+export type Scrape = Map<string, number>;
+
+export async function scrape(url: string): Promise<Scrape> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const values: Scrape = new Map();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    const value = Number(line.slice(space + 1));
+    if (Number.isFinite(value)) values.set(line.slice(0, space), value);
+  }
+  return values;
+}
+
+function delta(before: Scrape, after: Scrape, prefix: string): Array<{ labels: Record<string, string>; value: number }> {
+  const out: Array<{ labels: Record<string, string>; value: number }> = [];
+  for (const [key, value] of after) {
+    if (!key.startsWith(prefix) || (key.length > prefix.length && key[prefix.length] !== '{')) continue;
+    const labels: Record<string, string> = {};
+    for (const m of key.slice(prefix.length).matchAll(/(\w+)="([^"]*)"/g)) labels[m[1]] = m[2];
+    const d = value - (before.get(key) ?? 0);
+    if (d !== 0) out.push({ labels, value: d });
+  }
+  return out;
+}
+
+const sum = (rows: Array<{ value: number }>) => rows.reduce((a, r) => a + r.value, 0);
+
+export interface ServerSide {
+  /** rank_shed_total by reason (event-loop pressure, deadline); queue-full sheds are in outcomes. */
+  shedByReason: Record<string, number>;
+  /** model_requests_total by outcome (ok, SERVER_OVERLOADED = pool queue full, DEADLINE_EXCEEDED...). */
+  scoringOutcomes: Record<string, number>;
+  responsesByCode: Record<string, number>;
+  batches: number;
+  meanBatchCandidates: number;
+  meanBatchRequests: number;
+  /** session.run time summed over workers / (wall time x workers). */
+  workerBusyShare: number;
+  meanRunMs: number;
+  /** The server's own request latency (parse to response) mean, ms. */
+  serverMeanMs: number;
+}
+
+export function serverSide(before: Scrape, after: Scrape, wallS: number, workers: number): ServerSide {
+  const group = (prefix: string, label: string) => {
+    const out: Record<string, number> = {};
+    for (const r of delta(before, after, prefix)) out[r.labels[label] ?? ''] = (out[r.labels[label] ?? ''] ?? 0) + r.value;
+    return out;
+  };
+  const batches = sum(delta(before, after, 'inference_batch_candidates_count'));
+  const runMs = sum(delta(before, after, 'inference_run_duration_ms_sum'));
+  const runs = sum(delta(before, after, 'inference_run_duration_ms_count'));
+  const reqMs = sum(delta(before, after, 'rank_request_duration_ms_sum'));
+  const reqs = sum(delta(before, after, 'rank_request_duration_ms_count'));
+  const r = (x: number, d = 3) => (Number.isFinite(x) ? +x.toFixed(d) : 0);
+  return {
+    shedByReason: group('rank_shed_total', 'reason'),
+    scoringOutcomes: group('model_requests_total', 'outcome'),
+    responsesByCode: group('rank_requests_total', 'code'),
+    batches,
+    meanBatchCandidates: r(sum(delta(before, after, 'inference_batch_candidates_sum')) / batches, 1),
+    meanBatchRequests: r(sum(delta(before, after, 'inference_batch_requests_sum')) / sum(delta(before, after, 'inference_batch_requests_count')), 2),
+    workerBusyShare: r(runMs / (wallS * 1000 * workers)),
+    meanRunMs: r(runMs / runs),
+    serverMeanMs: r(reqMs / reqs),
+  };
+}

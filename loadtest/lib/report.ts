@@ -1,0 +1,64 @@
+/** Result files (JSON + Markdown + PNG via plot.py) and plain-text tables for the load-test CLIs. */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { projectRoot } from '../../src/paths.js';
+
+export function timestamp(): string {
+  return new Date().toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+}
+
+export function hostInfo() {
+  return {
+    node: process.version,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    loadavg: os.loadavg().map((x) => +x.toFixed(2)),
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+  };
+}
+
+export function table(headers: string[], rows: Array<Array<string | number>>): string {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i].length)));
+  const line = (r: string[]) => '| ' + r.map((c, i) => c.padStart(widths[i])).join(' | ') + ' |';
+  return [line(headers), '|' + widths.map((w) => '-'.repeat(w + 1) + ':').join('|') + '|', ...cells.map(line)].join('\n');
+}
+
+export function fmt(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  if (Number.isInteger(x)) return String(x);
+  if (Math.abs(x) >= 1000) return Math.round(x).toString();
+  if (Math.abs(x) >= 100) return x.toFixed(1);
+  if (Math.abs(x) >= 10) return x.toFixed(2);
+  return x.toFixed(3);
+}
+
+export interface Written {
+  json: string;
+  markdown: string;
+  png: string | null;
+  plotError: string | null;
+}
+
+/** Write <kind>-<ts>.json, <kind>-latest.md (and <kind>-<ts>.md), optionally a PNG via plot.py. */
+export function writeResults(outDir: string, kind: string, stamp: string, result: unknown, markdown: string, plot: boolean): Written {
+  mkdirSync(outDir, { recursive: true });
+  const json = path.join(outDir, `${kind}-${stamp}.json`);
+  writeFileSync(json, JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(path.join(outDir, `${kind}-latest.json`), JSON.stringify(result, null, 2) + '\n');
+  const md = path.join(outDir, `${kind}-latest.md`);
+  writeFileSync(md, markdown);
+  writeFileSync(path.join(outDir, `${kind}-${stamp}.md`), markdown);
+  let png: string | null = null;
+  let plotError: string | null = null;
+  if (plot) {
+    const python = process.env.PLOT_PYTHON ?? '/usr/bin/python3';
+    const target = path.join(outDir, `${kind}-${stamp}.png`);
+    const run = spawnSync(python, [path.join(projectRoot, 'loadtest', 'plot.py'), json, target, path.join(outDir, `${kind}-latest.png`)], { encoding: 'utf8', timeout: 60_000 });
+    if (run.status === 0 && existsSync(target)) png = target;
+    else plotError = (run.error?.message ?? run.stderr ?? '').trim().split('\n').slice(-3).join(' ') || `exit ${run.status}`;
+  }
+  return { json, markdown: md, png, plotError };
+}
