@@ -45,12 +45,15 @@ export interface Written {
 /** Write <kind>-<ts>.json, <kind>-latest.md (and <kind>-<ts>.md), optionally a PNG via plot.py. */
 export function writeResults(outDir: string, kind: string, stamp: string, result: unknown, markdown: string, plot: boolean): Written {
   mkdirSync(outDir, { recursive: true });
+  // Committed results must not name this machine's paths: paths inside the project become relative.
+  const relative = (text: string) => text.split(projectRoot + path.sep).join('').split(projectRoot).join('.');
   const json = path.join(outDir, `${kind}-${stamp}.json`);
-  writeFileSync(json, JSON.stringify(result, null, 2) + '\n');
-  writeFileSync(path.join(outDir, `${kind}-latest.json`), JSON.stringify(result, null, 2) + '\n');
+  const text = relative(JSON.stringify(result, null, 2) + '\n');
+  writeFileSync(json, text);
+  writeFileSync(path.join(outDir, `${kind}-latest.json`), text);
   const md = path.join(outDir, `${kind}-latest.md`);
-  writeFileSync(md, markdown);
-  writeFileSync(path.join(outDir, `${kind}-${stamp}.md`), markdown);
+  writeFileSync(md, relative(markdown));
+  writeFileSync(path.join(outDir, `${kind}-${stamp}.md`), relative(markdown));
   let png: string | null = null;
   let plotError: string | null = null;
   if (plot) {
