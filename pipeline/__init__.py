@@ -1,0 +1,1 @@
+"""Offline training pipeline for GEM-lite (teacher, students, distillation, export, publish)."""

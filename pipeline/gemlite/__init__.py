@@ -1,0 +1,1 @@
+"""gemlite: teacher -> students (KD + adapter) -> ONNX -> model repository."""

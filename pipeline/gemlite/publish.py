@@ -1,0 +1,183 @@
+"""Model packages: manifest + golden, schema validation, and atomic publishing into the repository.
+
+Publishing writes `model.onnx`, `manifest.json`, `golden.json` into a hidden sibling directory
+`<repo>/<name>/.tmp-<random>`, fsyncs every file and the directory, renames it to the next version
+number and fsyncs the parent. The server ignores hidden directories, so an interrupted publish
+never leaves a visible (half-written) version. rollout.json is replaced the same way (temp + rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import jsonschema
+
+from .data import FeatureSpec
+from .hashing import HASH_FUNCTION
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = REPO_ROOT / "schemas"
+_VERSION = re.compile(r"^[1-9][0-9]*$")
+
+
+def load_schema(name: str) -> dict:
+    return json.loads((SCHEMAS / name).read_text())
+
+
+def validate_manifest(manifest: dict) -> None:
+    jsonschema.Draft7Validator(load_schema("manifest.schema.json")).validate(manifest)
+
+
+def validate_rollout(rollout: dict) -> None:
+    jsonschema.Draft7Validator(load_schema("rollout.schema.json")).validate(rollout)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_manifest(name: str, version: int, surface: str, objective: str, model_path: Path, spec: FeatureSpec,
+                   calibration: dict, lineage: dict, score_quantiles: dict, max_candidates: int = 2000) -> dict:
+    manifest = {
+        "schemaVersion": 1,
+        "name": name,
+        "version": version,
+        "surface": surface,
+        "objective": objective,
+        "createdAt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {"file": "model.onnx", "sha256": sha256_file(model_path), "opset": 17,
+                  "bytes": model_path.stat().st_size},
+        "hashing": {"function": HASH_FUNCTION},
+        "history": {"maxLength": spec.max_length, "buckets": list(spec.buckets)},
+        "inputs": spec.manifest_inputs(),
+        "outputs": [{"name": "p", "dtype": "float32", "shape": ["N"], "semantics": "probability"}],
+        "calibration": calibration,
+        "lineage": lineage,
+        "serving": {"maxCandidatesPerBatch": max_candidates, "scoreQuantiles": score_quantiles},
+    }
+    validate_manifest(manifest)
+    return manifest
+
+
+def versions(repo: Path, name: str) -> list[int]:
+    d = Path(repo) / name
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and _VERSION.match(p.name))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(repo: Path, name: str, model_path: Path, manifest: dict, golden: dict,
+            version: int | None = None, before_rename: Callable[[Path], None] | None = None) -> tuple[int, Path]:
+    """Atomically publish one version; returns (version, final dir).
+
+    `manifest["version"]` is set to the version published (default: latest + 1) and re-validated,
+    and `manifest.model.sha256` is checked against the file actually written.
+    `before_rename` is a test hook called with the temp dir just before the rename.
+    """
+    repo = Path(repo)
+    parent = repo / name
+    parent.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        version = (versions(repo, name) or [0])[-1] + 1
+    final = parent / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists")
+    manifest = dict(manifest, version=version)
+    validate_manifest(manifest)
+    tmp = parent / f".tmp-{version}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        shutil.copyfile(model_path, tmp / "model.onnx")
+        if sha256_file(tmp / "model.onnx") != manifest["model"]["sha256"]:
+            raise RuntimeError("sha256 of the copied model differs from the manifest")
+        (tmp / "golden.json").write_text(json.dumps(golden, separators=(",", ":")))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        for f in ("model.onnx", "golden.json", "manifest.json"):
+            _fsync_file(tmp / f)
+        _fsync_dir(tmp)
+        if before_rename is not None:
+            before_rename(tmp)
+        os.rename(tmp, final)  # atomic on one filesystem; fails if `final` appeared meanwhile
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version, final
+
+
+def clean_stale_temps(repo: Path, max_age_s: float = 3600.0) -> list[Path]:
+    """Remove hidden `.tmp-*` leftovers of killed publishes (never visible to the server).
+
+    Only temps older than `max_age_s`, so a publish running in another process is left alone.
+    """
+    import time
+
+    gone = []
+    for d in Path(repo).glob("*/.tmp-*"):
+        if time.time() - d.stat().st_mtime < max_age_s:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        gone.append(d)
+    return gone
+
+
+def write_rollout(repo: Path, rollout: dict) -> Path:
+    validate_rollout(rollout)
+    repo = Path(repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    tmp = repo / f".rollout.json.tmp-{secrets.token_hex(4)}"
+    tmp.write_text(json.dumps(rollout, indent=2) + "\n")
+    _fsync_file(tmp)
+    os.replace(tmp, repo / "rollout.json")
+    _fsync_dir(repo)
+    return repo / "rollout.json"
+
+
+def make_rollout(repo: Path, stable: dict[str, int], previous: dict | None = None) -> dict:
+    """Routes per surface (own ctr student; cvr from the surface's own cvr student or feed-cvr)."""
+    rollout = dict(previous or {"salt": "gemlite-v1", "routes": {}, "models": {}})
+    rollout.setdefault("salt", "gemlite-v1")
+    models = dict(rollout.get("models", {}))
+    for name, v in stable.items():
+        entry = dict(models.get(name, {}))
+        entry["stable"] = v
+        entry.pop("canary", None)
+        models[name] = entry
+    routes = dict(rollout.get("routes", {}))
+    for surface in ("feed", "stories", "reels", "marketplace"):
+        ctr = f"{surface}-ctr"
+        if ctr not in models:
+            continue
+        cvr = f"{surface}-cvr" if f"{surface}-cvr" in models else "feed-cvr"
+        routes[surface] = {"ctr": ctr, "cvr": cvr}
+    rollout["models"] = models
+    rollout["routes"] = routes
+    validate_rollout(rollout)
+    return rollout

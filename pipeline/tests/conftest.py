@@ -1,0 +1,33 @@
+"""Shared fixtures: a tiny synthetic world in the CONTRACTS.md shard layout and one tiny CLI run."""
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    from pipeline.gemlite.synthworld import generate
+
+    # prior histories up to 320 events, so some exceed the students' maxLength (256)
+    return generate(tmp_path_factory.mktemp("world") / "w", days=4, users=90, ads=200, prior_events=320, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_world, tmp_path_factory):
+    from pipeline.gemlite.cli import run
+
+    repo = tmp_path_factory.mktemp("repo")
+    out = tmp_path_factory.mktemp("run")
+    args = Namespace(world=str(tiny_world), repo=str(repo), scale="tiny", seeds="1,2", tasks="", out=str(out),
+                     threads=1, no_publish=False, quiet=True, teacher="")
+    result = run(args)
+    return {"repo": repo, "out": out, "result": result, "world": tiny_world}

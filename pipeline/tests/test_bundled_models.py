@@ -1,0 +1,37 @@
+"""The committed model repository (models/) is valid: schemas, sha256, golden cases through onnxruntime-node."""
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from pipeline.gemlite.export import ort_run
+from pipeline.gemlite.publish import sha256_file
+
+ROOT = Path(__file__).resolve().parents[2]
+REPO = ROOT / "models"
+VERSIONS = sorted(p for p in REPO.glob("*/*") if p.is_dir() and p.name.isdigit())
+
+
+@pytest.mark.skipif(not (REPO / "rollout.json").exists(), reason="no bundled models")
+def test_rollout_routes_to_published_versions():
+    rollout = json.loads((REPO / "rollout.json").read_text())
+    jsonschema.validate(rollout, json.loads((ROOT / "schemas" / "rollout.schema.json").read_text()))
+    for route in rollout["routes"].values():
+        for name in route.values():
+            assert (REPO / name / str(rollout["models"][name]["stable"]) / "manifest.json").exists()
+    assert sum(f.stat().st_size for f in REPO.rglob("*") if f.is_file()) < 8 * 2**20
+
+
+@pytest.mark.parametrize("vdir", VERSIONS, ids=[f"{p.parent.name}@{p.name}" for p in VERSIONS])
+def test_bundled_version(vdir):
+    m = json.loads((vdir / "manifest.json").read_text())
+    jsonschema.validate(m, json.loads((ROOT / "schemas" / "manifest.schema.json").read_text()))
+    assert m["name"] == vdir.parent.name and m["version"] == int(vdir.name)
+    assert sha256_file(vdir / "model.onnx") == m["model"]["sha256"]
+    assert m["lineage"]["distillation"] != "kd_aux_adapter_emb"  # served models need only the request
+    golden = json.loads((vdir / "golden.json").read_text())
+    tol = golden["tolerance"]
+    for case, out in zip(golden["cases"], ort_run(vdir / "model.onnx", golden["cases"])):
+        assert np.allclose(out["p"], case["outputs"]["p"]["data"], atol=tol["atol"], rtol=tol["rtol"])

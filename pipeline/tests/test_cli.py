@@ -1,0 +1,76 @@
+"""The one command at tiny scale: trains, evaluates, reports, exports with parity, publishes."""
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from pipeline.gemlite.data import FeatureSpec, request_tensors
+from pipeline.gemlite.distill import VARIANTS
+from pipeline.gemlite.export import ort_run
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDENTS = ["feed-ctr", "stories-ctr", "reels-ctr", "marketplace-ctr", "feed-cvr"]
+
+
+def test_run_publishes_every_student(tiny_run):
+    repo = tiny_run["repo"]
+    schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
+    for name in STUDENTS:
+        d = repo / name / "1"
+        m = json.loads((d / "manifest.json").read_text())
+        jsonschema.validate(m, schema)
+        assert m["name"] == name and m["version"] == 1 and m["model"]["opset"] == 17
+        assert m["lineage"]["distillation"] in ("none", "kd", "kd_aux_adapter")
+        for k in ("auc", "logloss", "ne", "oracleAuc"):
+            assert k in m["lineage"]["metrics"]
+        assert set(m["serving"]["scoreQuantiles"]) == {"p01", "p10", "p50", "p90", "p99"}
+        assert m["outputs"] == [{"name": "p", "dtype": "float32", "shape": ["N"], "semantics": "probability"}]
+    rollout = json.loads((repo / "rollout.json").read_text())
+    jsonschema.validate(rollout, json.loads((ROOT / "schemas" / "rollout.schema.json").read_text()))
+    assert set(rollout["routes"]) == {"feed", "stories", "reels", "marketplace"}
+    assert not list(repo.glob("*/.tmp-*"))
+
+
+def test_golden_matches_onnx_and_request_path(tiny_run):
+    repo = tiny_run["repo"]
+    spec = FeatureSpec.from_json(json.loads((tiny_run["out"] / "feature_spec.json").read_text()))
+    d = repo / "feed-ctr" / "1"
+    golden = json.loads((d / "golden.json").read_text())
+    assert (d / "golden.json").stat().st_size < 200_000
+    tol = golden["tolerance"]
+    outs = ort_run(d / "model.onnx", golden["cases"])
+    shapes = []
+    for case, out in zip(golden["cases"], outs):
+        exp = np.array(case["outputs"]["p"]["data"], np.float32)
+        assert np.allclose(out["p"], exp, atol=tol["atol"], rtol=tol["rtol"])
+        shapes.append(tuple(case["inputs"]["hist_ids"]["shape"]))
+    assert shapes[0][0] == 1 and shapes[-1][0] == 3
+    # requests: body -> tensors (server's path) -> ONNX reproduces the recorded scores
+    assert 2 <= len(golden["requests"]) <= 3
+    assert any(len(r["body"]["user"]["history"]) > 256 for r in golden["requests"])
+    for r in golden["requests"]:
+        b = r["body"]
+        assert b["surface"] == "feed" and 5 <= len(b["candidates"]) <= 20 or len(b["candidates"]) >= 1
+        assert set(b["user"]["features"]) == {"age_bucket", "activity", "tenure_days", "device"}
+        assert set(b["candidates"][0]) == {"adId", "advertiserId", "category", "bid", "bidType", "features"}
+        t = request_tensors(spec, [b])
+        from pipeline.gemlite.export import to_case
+        p = ort_run(d / "model.onnx", [to_case(t)])[0]["p"]
+        assert np.allclose(p, np.array(r["p"], np.float32), atol=tol["atol"], rtol=tol["rtol"])
+        m = json.loads((d / "manifest.json").read_text())
+        assert len(r["p"]) == len(b["candidates"])
+        assert t["hist_ids"].shape[1] in m["history"]["buckets"]
+
+
+def test_report_has_every_variant(tiny_run):
+    out = tiny_run["out"]
+    text = (out / "report.md").read_text()
+    assert (out / "variants.png").stat().st_size > 1000
+    for v in VARIANTS:
+        assert f"| {v} |" in text
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["results"]) == set(STUDENTS)
+    for name in STUDENTS:
+        assert all(len(res["results"][name][v]) == 2 for v in VARIANTS)  # two seeds
+    assert any(r["model"] == "teacher" for r in res["extra"]["latency"])
