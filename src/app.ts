@@ -66,6 +66,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       log.error({ workerId, code }, 'inference worker exited; replacing it');
     },
   });
+  const cache = new UserCache(config.userCacheEntries, config.userCacheTtlMs, (hit) => metrics.userCache.inc({ result: hit ? 'hit' : 'miss' }));
   let loader: ModelLoader;
   const canary = new CanaryMonitor(config.canary, registry, log, metrics, (name) => loader.rollbackCanary(name));
   const shadow = new ShadowRunner(pool, registry, metrics, config.shadowMaxInflight);
@@ -74,13 +75,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     failed: (entry) => metrics.loadFailures.inc({ model: entry.name }),
     rolloutRejected: () => metrics.rolloutRejected.inc(),
     loaded: (entry) => metrics.provider.set({ model: entry.name, version: String(entry.version), provider: entry.load!.provider }, 1),
-    unloaded: (entry) => metrics.provider.remove({ model: entry.name, version: String(entry.version), provider: entry.load?.provider ?? 'cpu' }),
+    unloaded: (entry) => {
+      cache.purge(entry.key);
+      metrics.provider.remove({ model: entry.name, version: String(entry.version), provider: entry.load?.provider ?? 'cpu' });
+    },
   });
   registry.on('state', (entry, previous) => {
     metrics.versionState.remove({ model: entry.name, version: String(entry.version), state: previous });
     metrics.versionState.set({ model: entry.name, version: String(entry.version), state: entry.state }, 1);
   });
-  const cache = new UserCache(config.userCacheEntries, config.userCacheTtlMs, (hit) => metrics.userCache.inc({ result: hit ? 'hit' : 'miss' }));
   const service = new RankService(registry, pool, cache, metrics, config, {
     observe: (o) => canary.observe(o),
     shadow: (request, objective, primary, versions) => shadow.schedule(request, primary, versions),
@@ -117,6 +120,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.addHook('onRequest', async (request, reply) => {
     if (request.url !== '/v1/rank' || admission.admit()) return;
     metrics.shed.inc({ reason: 'event_loop' });
+    metrics.requests.inc({ surface: 'unparsed', code: '503' });
     return reply
       .code(503)
       .header('retry-after', '1')

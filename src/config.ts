@@ -132,7 +132,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     batchMaxDelayMs: decimal(env, 'BATCH_MAX_DELAY_MS', 0, 0, 100),
     batchMaxCandidates: integer(env, 'BATCH_MAX_CANDIDATES', 4096, 1, 65536),
     maxQueuedCandidates: integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1),
-    maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 25, 1),
+    maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 30, 1),
     maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),
     maxFeatureEntries: integer(env, 'MAX_FEATURE_ENTRIES', 256, 1, 10000),

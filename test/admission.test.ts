@@ -17,4 +17,6 @@ test('shedding rises with sustained event-loop lag and decays when the loop has 
   assert.equal(admission.admit(), false);
   for (let i = 0; i < 100; i++) admission.observe(1, 0.4);
   assert.equal(admission.shedProbability, 0, 'recovers');
+  for (let i = 0; i < 20; i++) admission.observe(80, 0.6);
+  assert.equal(admission.shedProbability, 0, 'lag on a loop with slack (bursty parsing) does not shed');
 });

@@ -180,6 +180,24 @@ test('unknown surface is 404 naming the known ones; a surface without a ready mo
   assert.equal((await app.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode, 200);
 });
 
+test('a full inference queue sheds with 503 + Retry-After and counts it', async (t) => {
+  const repo = makeRepo();
+  const app = await startApp(repo.dir, { maxQueuedCandidates: 300, poolSize: 1, workerQueueDepth: 1 });
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  const bodies = Array.from({ length: 12 }, (_, i) => sampleRequest(200, 10, 300 + i));
+  const results = await Promise.all(bodies.map((b) => app.inject({ method: 'POST', url: '/v1/rank', payload: b })));
+  const shed = results.filter((r) => r.statusCode === 503);
+  assert.ok(shed.length > 0, 'some requests were shed');
+  assert.ok(results.some((r) => r.statusCode === 200), 'the rest were served');
+  assert.equal(shed[0].json().error.code, 'SERVER_OVERLOADED');
+  assert.equal(shed[0].headers['retry-after'], '1');
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.match(metrics, /rank_shed_total\{reason="queue"\} [1-9]/);
+});
+
 test('metrics are exposed in Prometheus text', async (t) => {
   const app = await withApp(t);
   await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1) });

@@ -66,16 +66,31 @@ export class ModelLoader {
 
   async start(): Promise<void> {
     await this.scan();
-    if (this.#options.watchRepo) {
-      try {
-        this.#watcher = watch(this.#options.modelRepo, { recursive: true }, () => this.#scheduleScan());
-        this.#watcher.on('error', (error) => this.#log.warn({ err: error }, 'model repository watch failed; periodic rescans continue'));
-      } catch (error) {
-        this.#log.warn({ err: error }, 'cannot watch the model repository; relying on periodic rescans');
-      }
-    }
+    if (this.#options.watchRepo) this.#watch();
     this.#interval = setInterval(() => void this.scan(), this.#options.rescanIntervalMs);
     this.#interval.unref();
+  }
+
+  /**
+   * Node's recursive watcher on Linux errors (ENOENT) when a directory vanishes while it is being
+   * added, e.g. an old version deleted during a publish; it is re-created, and the periodic rescan
+   * covers the gap.
+   */
+  #watch(): void {
+    if (this.#stopped) return;
+    try {
+      const watcher = watch(this.#options.modelRepo, { recursive: true }, () => this.#scheduleScan());
+      watcher.on('error', (error) => {
+        this.#log.debug({ err: error }, 'model repository watcher error; re-creating it');
+        watcher.close();
+        if (this.#watcher === watcher) this.#watcher = null;
+        setTimeout(() => this.#watch(), 200).unref();
+        this.#scheduleScan();
+      });
+      this.#watcher = watcher;
+    } catch (error) {
+      this.#log.warn({ err: error }, 'cannot watch the model repository; relying on periodic rescans');
+    }
   }
 
   async stop(): Promise<void> {

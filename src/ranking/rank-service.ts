@@ -97,20 +97,21 @@ export class RankService {
       const cvr = wantCvr ? this.#registry.resolve(surface, 'cvr', request.user.id, request.pin) : null;
       if (cvr) held.push(cvr);
 
-      const featuresStart = performance.now();
-      const ctrEncoded = this.encode(ctr.version, request);
-      // Only cpa bids use pCVR: the cvr model scores that subset, not every candidate.
-      const cpa = cvr ? cpaSubset(request) : null;
-      const cvrEncoded = cvr && cpa ? this.encode(cvr.version, cpa.request) : null;
-      const featuresMs = performance.now() - featuresStart;
-
-      // Reject early when the queue already makes the deadline unreachable, rather than answer late.
+      // Reject early when the queue already makes the deadline unreachable, rather than answer late;
+      // the estimate needs only candidate counts, so it runs before any encoding.
       const n = request.candidates.length;
+      const cpa = cvr ? cpaSubset(request) : null;
       const expected = this.#pool.estimateMs(ctr.version.key, n) + (cvr && cpa ? this.#pool.estimateMs(cvr.version.key, cpa.indices.length) : 0);
       if (performance.now() + expected > deadlineAt) {
         this.#metrics.shed.inc({ reason: 'deadline' });
         throw Errors.DEADLINE(deadlineMs);
       }
+
+      const featuresStart = performance.now();
+      const ctrEncoded = this.encode(ctr.version, request);
+      // Only cpa bids use pCVR: the cvr model scores that subset, not every candidate.
+      const cvrEncoded = cvr && cpa ? this.encode(cvr.version, cpa.request) : null;
+      const featuresMs = performance.now() - featuresStart;
 
       const scoreStart = performance.now();
       const [pctr, cpaScores] = await Promise.all([
@@ -165,6 +166,8 @@ export class RankService {
       const wrapped = wrapInferenceError(version.key, error);
       const ms = performance.now() - started;
       this.#metrics.modelRequests.inc({ ...labels, outcome: wrapped.code });
+      if (wrapped.code === Errors.OVERLOADED.code) this.#metrics.shed.inc({ reason: 'queue' });
+      else if (wrapped.code === Errors.DEADLINE.code) this.#metrics.shed.inc({ reason: 'deadline' });
       // Shedding and deadlines say nothing about the model; only real failures count against it.
       if (!(wrapped instanceof RankerError && (wrapped.statusCode === 503 || wrapped.statusCode === 504))) {
         this.#hooks.observe?.({ version, arm, ok: false, ms, scores: null, request });

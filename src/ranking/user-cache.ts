@@ -35,6 +35,20 @@ export class UserCache {
     return encoded;
   }
 
+  /** Drop every entry of a model version that left memory (its entries could never hit again). */
+  purge(modelKey: string): number {
+    if (!this.#cache) return 0;
+    const prefix = `${modelKey}|`;
+    let dropped = 0;
+    for (const key of [...this.#cache.keys()]) {
+      if (key.startsWith(prefix)) {
+        this.#cache.delete(key);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
   get size(): number {
     return this.#cache?.size ?? 0;
   }

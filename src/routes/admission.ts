@@ -62,7 +62,9 @@ export class AdmissionController {
   /** The control law, separate from the clock so that it can be tested. */
   observe(lagMs: number, utilization: number): void {
     this.lagMs = this.lagMs * 0.6 + lagMs * 0.4;
-    if (this.lagMs > this.#target) {
+    // Lag alone also rises when one loop turn parses a burst of bodies on a loop with slack; only a
+    // loop that is both late and busy is overloaded.
+    if (this.lagMs > this.#target && utilization > 0.9) {
       this.shedProbability = Math.min(0.98, this.shedProbability + 0.05 * (this.lagMs / this.#target));
     } else if (utilization < 0.9 || this.lagMs < this.#target / 2) {
       this.shedProbability = Math.max(0, this.shedProbability - 0.02);
