@@ -2,28 +2,44 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest, startApp } from './helpers/app.js';
+import { assembleBatch } from '../src/features/encode.js';
+import { encodeRequest } from '../src/models/gate.js';
+import type { RankerError } from '../src/errors.js';
 
-test('a worker that dies fails its in-flight batch with WORKER_EXITED and is replaced with every model reloaded', async (t) => {
-  const repo = makeRepo([
-    { name: 'feed-ctr', version: 1, variant: 'slow' },
-    { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
-  ]);
-  const app = await startApp(repo.dir, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
+test('a worker that dies fails the batches sent to it with WORKER_EXITED and is replaced with every model reloaded', async (t) => {
+  const repo = makeRepo();
+  const app = await startApp(repo.dir, { poolSize: 1 });
   t.after(async () => {
     await app.close();
     repo.cleanup();
   });
-  const body = sampleRequest(1500, 20, 1);
-  body.candidates.forEach((c) => (c.bidType = 'cpc'));
-  const inflight = app.inject({ method: 'POST', url: '/v1/rank', payload: body });
-  await new Promise((resolve) => setTimeout(resolve, 20));
-  await app.ranker.pool.recycleWorker(0);
-  const failed = await inflight;
-  assert.equal(failed.statusCode, 500);
-  assert.equal(failed.json().error.code, 'WORKER_EXITED');
+  const plan = app.ranker.registry.get('feed-ctr', 1)!.plan!;
+  // The worker exits at this point of its message stream (as a crash would); the batch posted right
+  // after it lands on a worker that is gone.
+  const exited = app.ranker.pool.recycleWorker(0, 1);
+  const lost = app.ranker.pool.runFeeds('feed-ctr@1', assembleBatch(plan, [encodeRequest(plan, sampleRequest(50, 20, 1))]));
+  await assert.rejects(lost, (error: RankerError) => error.code === 'WORKER_EXITED' && error.statusCode === 500);
+  await exited;
   await app.ranker.pool.whenReady();
   const ok = await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(10, 5, 2) });
   assert.equal(ok.statusCode, 200, ok.body);
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   assert.match(metrics, /inference_worker_exits_total 1/);
+});
+
+test('closing the app while a slow batch runs waits for it instead of aborting the process', async (t) => {
+  const repo = makeRepo([
+    { name: 'feed-ctr', version: 1, variant: 'slow' },
+    { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+  ]);
+  t.after(() => repo.cleanup());
+  const app = await startApp(repo.dir, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
+  const body = sampleRequest(1500, 20, 3);
+  body.candidates.forEach((c) => (c.bidType = 'cpc'));
+  const plan = app.ranker.registry.get('feed-ctr', 1)!.plan!;
+  const inflight = app.ranker.pool.runFeeds('feed-ctr@1', assembleBatch(plan, [encodeRequest(plan, body)]));
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  await app.close();
+  const result = await inflight;
+  assert.equal(result.outputs.p.length, 1500, 'the running batch finished before the worker exited');
 });

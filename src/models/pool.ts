@@ -396,12 +396,30 @@ export class InferencePool {
   }
 
   /**
-   * Terminate one worker (operators recycling a worker; tests simulating a crash). Its in-flight
-   * batches fail with WORKER_EXITED and a replacement reloads every model before taking work.
+   * Make one worker exit (operators recycling a worker; tests simulating a crash). It exits at this
+   * point of its message stream: batches sent to it afterwards fail with WORKER_EXITED, and a
+   * replacement reloads every model before taking work.
    */
-  async recycleWorker(index = 0): Promise<void> {
+  recycleWorker(index = 0, code = 1): Promise<void> {
     const slot = this.#slots[index];
-    if (slot) await slot.worker.terminate();
+    if (!slot) return Promise.resolve();
+    return this.#exitWorker(slot, code, 5000);
+  }
+
+  /**
+   * Cooperative exit, with terminate() only as a last resort after `graceMs`: terminating a worker
+   * while onnxruntime is inside session.run aborts the whole process (Napi::Error in a dying env).
+   */
+  #exitWorker(slot: Slot, code: number, graceMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => void slot.worker.terminate(), graceMs);
+      timer.unref();
+      slot.worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      slot.worker.postMessage({ type: 'exit', code } satisfies ToWorker);
+    });
   }
 
   /** Resolves when every worker is up and has reloaded the loaded models. */
@@ -419,7 +437,7 @@ export class InferencePool {
     for (const item of this.#pending) item.reject(Errors.SHUTTING_DOWN());
     this.#pending = [];
     this.#pendingCandidates = 0;
-    await Promise.all(this.#slots.map((slot) => slot.worker.terminate()));
+    await Promise.all(this.#slots.map((slot) => this.#exitWorker(slot, 0, 5000)));
     this.#slots = [];
   }
 }

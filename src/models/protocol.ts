@@ -11,7 +11,9 @@ export interface TensorInfo {
 export type ToWorker =
   | { type: 'load'; key: string; file: string; providers: ExecutionProvider[]; intraOpThreads: number }
   | { type: 'run'; id: number; key: string; feeds: Feeds }
-  | { type: 'unload'; key: string };
+  | { type: 'unload'; key: string }
+  /** Exit at this point of the message stream: terminate() during session.run aborts the process. */
+  | { type: 'exit'; code: number };
 
 export type FromWorker =
   | { type: 'ready' }

@@ -93,8 +93,14 @@ async function unload(message: Extract<ToWorker, { type: 'unload' }>): Promise<v
 
 let chain: Promise<void> = Promise.resolve();
 port.on('message', (message: ToWorker) => {
+  if (message.type === 'exit') {
+    // Between two runs by construction: session.run is synchronous, so no run is in progress when a
+    // message is handled. Messages after this one are never processed; the pool fails their batches.
+    for (const session of sessions.values()) void session.release();
+    process.exit(message.code);
+  }
   // Loads are serialized with runs on purpose: a session creation between two batches costs one
   // batch's wait on one worker; the pool routes around a worker that is loading.
-  chain = chain.then(() => (message.type === 'load' ? load(message) : message.type === 'run' ? run(message) : unload(message)));
+  chain = chain.then(() => (message.type === 'load' ? load(message) : message.type === 'run' ? run(message) : message.type === 'unload' ? unload(message) : undefined));
 });
 post({ type: 'ready' });
