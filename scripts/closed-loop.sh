@@ -111,10 +111,9 @@ for d in "${DAYS[@]}"; do
 done
 stop_server   # SIGTERM flushes the asynchronous impression log
 PREFIXES=(); for d in "${DAYS[@]}"; do PREFIXES+=("d$d-=$d"); done
-# Split per day and move ts onto the simulated clock (see scripts/split-log.mjs for why).
-EPOCH_MS=$(node -e "console.log(require(require('path').resolve(process.argv[1], 'index.json')).epochMs)" "$BASE_WORLD")
-node scripts/split-log.mjs "$WORK/logs/impressions.jsonl" "$WORK/logs" --sim-clock "$EPOCH_MS" "${PREFIXES[@]}" >"$WORK/state/split.json"
-note "impression log split per day (ts on the world clock, epochMs $EPOCH_MS): $(cat "$WORK/state/split.json")"
+# Split per day (the labeler stamps impressions on the simulated clock of the day it labels).
+node scripts/split-log.mjs "$WORK/logs/impressions.jsonl" "$WORK/logs" "${PREFIXES[@]}" >"$WORK/state/split.json"
+note "impression log split per day: $(cat "$WORK/state/split.json")"
 
 step "3. label each day's log with the world's ground truth"
 LABELED=()
@@ -137,25 +136,19 @@ if [[ -z "${TEACHER:-}" ]]; then
   TEACHER=$(ls -1t pipeline/runs/*-"$SCALE"/teacher.pt 2>/dev/null | head -1 || true)
 fi
 if [[ -n "${TEACHER:-}" ]]; then TEACHER_ARGS=(--teacher "$TEACHER"); note "reusing teacher $TEACHER"; else note "no teacher.pt for scale $SCALE under pipeline/runs: training one"; fi
-# The pipeline publishes into a staging copy of the served repo, not into the served repo itself:
-# its publish step also rewrites rollout.json with the new version as *stable* (and drops any canary),
-# which the watching server would apply at once. We ship only the version directory (atomic rename)
-# so it arrives as a new, unrouted version, then promote it to canary through the admin API.
-cp -r "$WORK/repo" "$WORK/staging"
+# The pipeline publishes straight into the repo the server watches (atomic rename of a hidden temp
+# dir) with --rollout keep: rollout.json is left alone, so the new version arrives loaded but
+# unrouted, and goes live only through the canary set below via the admin API.
+OLDV=$(ls "$WORK/repo/$TASK" | grep -E '^[0-9]+$' | sort -n | tail -1)
 PT0=$(date +%s)
-"$PY" -m pipeline.gemlite.cli run --world "$WORK/world" --repo "$WORK/staging" --scale "$SCALE" \
+"$PY" -m pipeline.gemlite.cli run --world "$WORK/world" --repo "$WORK/repo" --rollout keep --scale "$SCALE" \
   --tasks "$TASK" --seeds 1 --threads "$THREADS" --out "$WORK/run" "${TEACHER_ARGS[@]}" 2>&1 | tee "$WORK/state/pipeline.log" | sed -u "s/^/      | /"
 echo "$(( $(date +%s) - PT0 ))" >"$WORK/state/pipeline-seconds"
-OLDV=$(ls "$WORK/repo/$TASK" | grep -E '^[0-9]+$' | sort -n | tail -1)
-NEWV=$(ls "$WORK/staging/$TASK" | grep -E '^[0-9]+$' | sort -n | tail -1)
+NEWV=$(ls "$WORK/repo/$TASK" | grep -E '^[0-9]+$' | sort -n | tail -1)
 if [[ "$NEWV" == "$OLDV" ]]; then echo "pipeline published no new $TASK version" >&2; exit 1; fi
 echo "$NEWV" >"$WORK/state/newv"
-note "pipeline published $TASK v$NEWV into staging; staging rollout.json now says $TASK: $(node -e "console.log(JSON.stringify(require('$WORK/staging/rollout.json').models['$TASK']))") (served repo keeps $(node -e "console.log(JSON.stringify(require('$WORK/repo/rollout.json').models['$TASK']))"))"
-cp -r "$WORK/staging/$TASK/$NEWV" "$WORK/repo/$TASK/.ship-$NEWV"
-sync
-mv -T "$WORK/repo/$TASK/.ship-$NEWV" "$WORK/repo/$TASK/$NEWV"
 SHIPPED=$(date +%s%N)
-note "shipped $TASK/$NEWV into the served repo (rename)"
+note "pipeline published $TASK v$NEWV into the served repo; rollout.json still says $TASK: $(node -e "console.log(JSON.stringify(require('$WORK/repo/rollout.json').models['$TASK']))")"
 
 step "6. hot swap: wait for $TASK v$NEWV to pass or fail the gate"
 STATE=""

@@ -93,7 +93,7 @@ const dl = log.split('\n').find((l) => l.includes('days: teacher'));
 if (dl) out(`pipeline split: ${dl.replace(/^\[[^\]]*\]\s*/, '')}`);
 out(`pipeline wall time: ${text('state', 'pipeline-seconds')} s`);
 
-const man = json('repo', task, newV, 'manifest.json') ?? json('staging', task, newV, 'manifest.json');
+const man = json('repo', task, newV, 'manifest.json');
 const manOld = json('repo', task, oldV, 'manifest.json');
 const m = man?.lineage?.metrics ?? {};
 out('');
@@ -114,7 +114,7 @@ for (const l of pr) out(`  pipeline: ${l.replace(/^\[[^\]]*\]\s*/, '')}`);
 const after = json('state', 'model-after.json');
 const v = after?.versions?.find((x) => String(x.version) === String(newV));
 out('');
-out(`hot swap: v${newV} state ${v?.state} ${text('state', 'swap-ms')} ms after the version directory appeared in the served repo${v?.reason ? `; reason: ${v.reason}` : ''}`);
+out(`hot swap: v${newV} state ${v?.state} ${text('state', 'swap-ms')} ms after the pipeline run ended (it published into the served repo with --rollout keep)${v?.reason ? `; reason: ${v.reason}` : ''}`);
 const gate = v?.gate;
 if (gate) {
   const checks = gate.checks ?? gate;

@@ -74,6 +74,18 @@ test('unknown users, ads or surfaces are skipped, not fatal', () => {
   assert.equal(labeled.length, 1);
 });
 
+test('labeled impressions are stamped on the simulated clock of the labeled day, not the server clock', () => {
+  // Wall-clock timestamps, as the server writes them.
+  const wallClock = records.slice(0, 200).map((r) => ({ ...r, ts: Date.UTC(2026, 10, 23, 12) }));
+  const { labeled } = labelImpressions(world, wallClock);
+  const cols = toColumns(labeled);
+  const dayStart = kEpochMs + world.day * 86_400_000;
+  for (let i = 0; i < cols.length; i++) {
+    assert.ok(cols.ts[i] >= dayStart && cols.ts[i] < dayStart + 86_400_000, `impression ${i} inside the labeled day`);
+    assert.equal(Math.floor((cols.ts[i] - dayStart) / kHourMs), cols.hour[i], 'at the logged hour');
+  }
+});
+
 test('labeled impressions become a shard in the training format', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'world-label-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -64,6 +64,16 @@ test('historyLength: a user with that many events, newest kept, capped at 4096',
   assert.ok(long.user.history.length > 500 && long.user.history.length <= kMaxRequestHistory, `longest-1% user: ${long.user.history.length}`);
 });
 
+test('request ids name the world day, so they never repeat across days', async () => {
+  const { advanceWorld } = await import('../world/simulate.js');
+  const w = createWorld({ users: 500, ads: 800, advertisers: 80, seed: 3 });
+  const day0 = generateRankRequest(w, { surface: 'feed', candidates: 3, seed: 1 }).requestId;
+  advanceWorld(w, 1);
+  const day1 = generateRankRequest(w, { surface: 'feed', candidates: 3, seed: 1 }).requestId;
+  assert.notEqual(day0, day1);
+  assert.match(day1, /-d1-1$/);
+});
+
 test('requests are deterministic in the seed, different across seeds', () => {
   const a = generateRankRequest(world, { surface: 'stories', candidates: 30, seed: 4 });
   const b = generateRankRequest(world, { surface: 'stories', candidates: 30, seed: 4 });

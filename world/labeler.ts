@@ -4,7 +4,7 @@
  * truth. Sampling is keyed by (seed, requestId, adId), so a record gets the same outcome whatever
  * the order or batch it is labeled in.
  */
-import { kEpochMs, kHourMs, kSurfaces, type Surface } from './config.js';
+import { kDayMs, kEpochMs, kHourMs, kSurfaces, type Surface } from './config.js';
 import { Rng } from './rng.js';
 import type { ImpressionColumns } from './shards.js';
 import type { World } from './world.js';
@@ -123,6 +123,12 @@ export interface LabeledImpression {
   pConv: number;
   click: 0 | 1;
   conv: 0 | 1;
+  /**
+   * When the impression happened on the simulated clock (world day + logged hour). The server stamps
+   * wall-clock time, but histories and every other shard live on the simulated clock; mixing the two
+   * made history ages thousands of hours off for the teacher.
+   */
+  simTs: number;
 }
 
 export interface LabelResult {
@@ -162,7 +168,8 @@ export function labelImpressions(world: World, records: Iterable<ImpressionLogRe
     const rng = new Rng(seed, 'label', String(record.requestId), record.adId);
     const click = rng.next() < probs[0] ? 1 : 0;
     const conv = click && rng.next() < probs[1] ? 1 : 0;
-    labeled.push({ record, userIndex: u, adIndex: j, surface: s, hour, pClick: probs[0], pConv: probs[1], click, conv });
+    const simTs = kEpochMs + world.day * kDayMs + hour * kHourMs + Math.floor(rng.next() * kHourMs);
+    labeled.push({ record, userIndex: u, adIndex: j, surface: s, hour, pClick: probs[0], pConv: probs[1], click, conv, simTs });
   }
   return { labeled, skipped };
 }
@@ -181,7 +188,7 @@ export function toColumns(labeled: readonly LabeledImpression[]): LabeledColumns
   const order = labeled.map((_, i) => i);
   const firstSeen = new Map<number, number>();
   for (const l of labeled) if (!firstSeen.has(l.userIndex)) firstSeen.set(l.userIndex, firstSeen.size);
-  order.sort((a, b) => firstSeen.get(labeled[a].userIndex)! - firstSeen.get(labeled[b].userIndex)! || labeled[a].record.ts - labeled[b].record.ts || a - b);
+  order.sort((a, b) => firstSeen.get(labeled[a].userIndex)! - firstSeen.get(labeled[b].userIndex)! || labeled[a].simTs - labeled[b].simTs || a - b);
   const m = labeled.length;
   const users = [...firstSeen.keys()];
   const models: string[] = [];
@@ -209,7 +216,7 @@ export function toColumns(labeled: readonly LabeledImpression[]): LabeledColumns
     cols.ad[i] = l.adIndex;
     cols.surface[i] = l.surface;
     cols.hour[i] = l.hour;
-    cols.ts[i] = l.record.ts;
+    cols.ts[i] = l.simTs;
     cols.pClick[i] = l.pClick;
     cols.pConv[i] = l.pConv;
     cols.click[i] = l.click;

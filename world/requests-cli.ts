@@ -17,6 +17,7 @@ export async function run(flags: Record<string, string>): Promise<void> {
   const candidates = intFlag(flags, 'candidates', 200)!;
   const history = intFlag(flags, 'history');
   const first = intFlag(flags, 'first', 0)!;
+  const topK = intFlag(flags, 'topK');
   const fixed = flags.surface as Surface | undefined;
   if (fixed !== undefined && !kSurfaces.includes(fixed)) throw new Error(`--surface must be one of ${kSurfaces.join(', ')}`);
   const started = Date.now();
@@ -27,7 +28,7 @@ export async function run(flags: Record<string, string>): Promise<void> {
   let bytes = 0;
   for (let i = 0; i < count; i++) {
     const surface = fixed ?? kSurfaces[rng.pickCumulative(kTrafficCum)];
-    const body = generateRankRequest(world, { surface, candidates, historyLength: history, seed: first + i });
+    const body = generateRankRequest(world, { surface, candidates, historyLength: history, seed: first + i, topK });
     const line = `${JSON.stringify(body)}\n`;
     bytes += line.length;
     if (!stream.write(line)) await once(stream, 'drain');

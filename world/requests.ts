@@ -163,7 +163,8 @@ export function generateRankRequest(world: World, options: RankRequestOptions): 
   while (chosen.size < wanted) chosen.add(active[rng.int(active.length)]);
   const body: RankRequest = {
     surface: options.surface,
-    requestId: `w${world.config.seed}-${options.seed}`,
+    // The day is part of the id: the labeler keys its draws on (requestId, adId), so ids must not repeat across days.
+    requestId: `w${world.config.seed}-d${world.day}-${options.seed}`,
     user: {
       id: users.id[u],
       features: {

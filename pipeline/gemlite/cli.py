@@ -24,7 +24,7 @@ from .distill import (VARIANTS, adapted_preds, attach_soft_labels, build_cache, 
                       teacher_outputs, teacher_preds, train_student, train_teacher)
 from .export import bench_student, check_parity, dummy_inputs, export_student, torch_scores
 from .golden import build_golden, golden_tensors
-from .publish import build_manifest, clean_stale_temps, make_rollout, publish, write_rollout
+from .publish import build_manifest, clean_stale_temps, publish, route_published
 from .report import write_report, summarize
 from .students import StudentConfig, StudentNet, count_params
 from .teacher import TeacherConfig, TeacherNet, teacher_batch, to_torch
@@ -270,11 +270,10 @@ def run(args: argparse.Namespace) -> dict:
             log(f"{name}: published version {version} -> {final}")
         extra["published"].append(info)
     if repo is not None and published:
-        prev = None
-        if (repo / "rollout.json").exists():
-            prev = json.loads((repo / "rollout.json").read_text())
-        write_rollout(repo, make_rollout(repo, published, prev))
-        log(f"rollout.json updated: {published}")
+        if route_published(repo, published, args.rollout) is None:
+            log(f"rollout.json kept as it was (--rollout keep): {published} published unrouted; promote through a canary")
+        else:
+            log(f"rollout.json updated: {published} stable")
 
     report = write_report(out_dir, meta, results, extra)
     log(f"report: {report}")
@@ -300,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--no-publish", action="store_true")
+    r.add_argument("--rollout", choices=["stable", "keep"], default="stable",
+                   help="stable: published versions become stable; keep: leave an existing rollout.json untouched")
     r.add_argument("--teacher", default="", help="reuse a teacher.pt of an earlier run (same world and scale)")
     r.add_argument("--quiet", action="store_true")
     s = sub.add_parser("synth", help="write a tiny synthetic world in the shard layout")

@@ -181,3 +181,23 @@ def make_rollout(repo: Path, stable: dict[str, int], previous: dict | None = Non
     rollout["routes"] = routes
     validate_rollout(rollout)
     return rollout
+
+
+def route_published(repo: Path, published: dict[str, int], mode: str) -> dict | None:
+    """Update rollout.json for freshly published versions.
+
+    mode "stable": the new versions become stable (what builds the bundled models/).
+    mode "keep": an existing rollout.json is left untouched, so a new version arrives loaded but
+    unrouted in a repository a server watches, and goes live only through a canary (admin API).
+    Returns the rollout written, or None when nothing was written.
+    """
+    repo = Path(repo)
+    path = repo / "rollout.json"
+    previous = json.loads(path.read_text()) if path.exists() else None
+    if mode == "keep" and previous is not None:
+        return None
+    if mode not in ("stable", "keep"):
+        raise ValueError(f"rollout mode must be stable or keep, got {mode!r}")
+    rollout = make_rollout(repo, published, previous)
+    write_rollout(repo, rollout)
+    return rollout

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from pipeline.gemlite.data import World, fit_feature_spec
-from pipeline.gemlite.publish import (build_manifest, clean_stale_temps, make_rollout, publish, validate_manifest,
+from pipeline.gemlite.publish import (build_manifest, clean_stale_temps, make_rollout, publish, route_published, validate_manifest,
                                       versions, write_rollout)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,3 +100,16 @@ def test_rollout_routes(tmp_path):
     jsonschema.validate(json.loads(path.read_text()), schema)
     r2 = make_rollout(tmp_path, {"feed-ctr": 2}, r)
     assert r2["models"]["feed-ctr"] == {"stable": 2} and r2["models"]["reels-ctr"] == {"stable": 1}
+
+
+def test_rollout_keep_publishes_unrouted(tmp_path):
+    """A retrain into a watched repository must not route traffic by itself (found by the closed loop)."""
+    first = route_published(tmp_path, {"feed-ctr": 1, "feed-cvr": 1}, "keep")
+    assert first is not None, "no rollout.json yet: one is written"
+    before = (tmp_path / "rollout.json").read_bytes()
+    assert route_published(tmp_path, {"feed-ctr": 2}, "keep") is None
+    assert (tmp_path / "rollout.json").read_bytes() == before
+    promoted = route_published(tmp_path, {"feed-ctr": 2}, "stable")
+    assert promoted["models"]["feed-ctr"] == {"stable": 2}
+    with pytest.raises(ValueError):
+        route_published(tmp_path, {"feed-ctr": 3}, "canary")
