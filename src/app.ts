@@ -116,15 +116,26 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     return !closing && rollout !== null && Object.keys(rollout.routes).length > 0 && registry.routing.surfaces.size === Object.keys(rollout.routes).length;
   };
 
-  const admission = new AdmissionController({ targetLagMs: config.maxEventLoopDelayMs });
+  const admission = new AdmissionController({ targetLagMs: config.maxEventLoopDelayMs, maxInflight: config.maxInflightRequests });
   app.addHook('onRequest', async (request, reply) => {
-    if (request.url !== '/v1/rank' || admission.admit()) return;
-    metrics.shed.inc({ reason: 'event_loop' });
+    if (request.url !== '/v1/rank') return;
+    if (admission.admit()) {
+      // 'close' fires once whether the response finished or the client went away.
+      reply.raw.once('close', () => admission.done());
+      return;
+    }
+    const full = admission.inflight >= config.maxInflightRequests;
+    metrics.shed.inc({ reason: full ? 'inflight' : 'event_loop' });
     metrics.requests.inc({ surface: 'unparsed', code: '503' });
     return reply
       .code(503)
       .header('retry-after', '1')
-      .send({ error: { code: Errors.OVERLOADED.code, message: `server overloaded: event-loop lag ${admission.lagMs.toFixed(1)} ms` } });
+      .send({
+        error: {
+          code: Errors.OVERLOADED.code,
+          message: full ? `server overloaded: ${admission.inflight} requests in progress` : `server overloaded: event-loop lag ${admission.lagMs.toFixed(1)} ms`,
+        },
+      });
   });
   await app.register(rankRoutes, { config, service, metrics });
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });

@@ -10,6 +10,8 @@ const kProviders: readonly ExecutionProvider[] = ['cuda', 'tensorrt', 'webgpu', 
 
 export interface Config {
   port: number;
+  /** Accept queue length of the ranking port (the kernel caps it at net.core.somaxconn). */
+  listenBacklog: number;
   host: string;
   modelRepo: string;
   adminPort: number;
@@ -29,6 +31,8 @@ export interface Config {
   maxQueuedCandidates: number;
   /** Smoothed event-loop lag (ms) above which new requests are shed (src/routes/admission.ts). */
   maxEventLoopDelayMs: number;
+  /** Admitted /v1/rank requests in progress at once; beyond it new ones are shed before parsing. */
+  maxInflightRequests: number;
   maxCandidates: number;
   maxHistory: number;
   maxFeatureEntries: number;
@@ -119,6 +123,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (adminToken !== null && adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');
   const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
+    listenBacklog: integer(env, 'LISTEN_BACKLOG', 4096, 1, 65535),
     host: text(env, 'HOST', '0.0.0.0'),
     modelRepo: path.resolve(text(env, 'MODEL_REPO', './models')),
     adminPort: integer(env, 'ADMIN_PORT', 8081, 0, 65535),
@@ -133,6 +138,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     batchMaxCandidates: integer(env, 'BATCH_MAX_CANDIDATES', 4096, 1, 65536),
     maxQueuedCandidates: integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1),
     maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 30, 1),
+    maxInflightRequests: integer(env, 'MAX_INFLIGHT_REQUESTS', 32, 1, 100000),
     maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),
     maxFeatureEntries: integer(env, 'MAX_FEATURE_ENTRIES', 256, 1, 10000),

@@ -15,7 +15,9 @@ async function main(): Promise<void> {
   }
   const app = await buildApp(config);
   const log = app.ranker.log;
-  await app.listen({ port: config.port, host: config.host });
+  // A burst of new connections under overload overflows Node's default accept queue (511); dropped
+  // SYNs come back after 1, 3, 7 s of TCP retransmits, which then dominate tail latency.
+  await app.listen({ port: config.port, host: config.host, backlog: config.listenBacklog });
   if (config.adminToken) {
     await app.ranker.admin.listen({ port: config.adminPort, host: config.adminHost });
   } else {

@@ -20,3 +20,13 @@ test('shedding rises with sustained event-loop lag and decays when the loop has 
   for (let i = 0; i < 20; i++) admission.observe(80, 0.6);
   assert.equal(admission.shedProbability, 0, 'lag on a loop with slack (bursty parsing) does not shed');
 });
+
+test('admitted requests in progress are bounded', () => {
+  const admission = new AdmissionController({ targetLagMs: 20, maxInflight: 2 });
+  assert.equal(admission.admit(), true);
+  assert.equal(admission.admit(), true);
+  assert.equal(admission.admit(), false, 'third concurrent request refused');
+  admission.done();
+  assert.equal(admission.admit(), true, 'a finished request frees a place');
+  assert.equal(admission.inflight, 2);
+});

@@ -15,6 +15,12 @@ import { performance } from 'node:perf_hooks';
 export interface AdmissionOptions {
   /** Smoothed event-loop lag (ms) above which requests start being shed. */
   targetLagMs: number;
+  /**
+   * Admitted requests in progress at once. Shedding a share of arrivals drains a backlog faster, but
+   * only a bound on admitted work bounds the wait of the requests that are admitted (Little's law:
+   * wait ~ in-flight x main-thread cost per request).
+   */
+  maxInflight?: number;
   intervalMs?: number;
   /** Injectable for tests. */
   random?: () => number;
@@ -24,6 +30,8 @@ export class AdmissionController {
   readonly #target: number;
   readonly #interval: number;
   readonly #random: () => number;
+  readonly #maxInflight: number;
+  inflight = 0;
   #timer: NodeJS.Timeout | null = null;
   #expected = 0;
   #elu = performance.eventLoopUtilization();
@@ -35,6 +43,7 @@ export class AdmissionController {
     this.#target = options.targetLagMs;
     this.#interval = options.intervalMs ?? 10;
     this.#random = options.random ?? Math.random;
+    this.#maxInflight = options.maxInflight ?? Infinity;
   }
 
   start(): void {
@@ -71,7 +80,15 @@ export class AdmissionController {
     }
   }
 
+  /** Admit one request (the caller must call `done()` exactly once when it ends), or refuse it. */
   admit(): boolean {
-    return this.shedProbability === 0 || this.#random() >= this.shedProbability;
+    if (this.inflight >= this.#maxInflight) return false;
+    if (this.shedProbability > 0 && this.#random() < this.shedProbability) return false;
+    this.inflight++;
+    return true;
+  }
+
+  done(): void {
+    this.inflight--;
   }
 }
