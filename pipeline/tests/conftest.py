@@ -28,6 +28,6 @@ def tiny_run(tiny_world, tmp_path_factory):
     repo = tmp_path_factory.mktemp("repo")
     out = tmp_path_factory.mktemp("run")
     args = Namespace(world=str(tiny_world), repo=str(repo), scale="tiny", seeds="1,2", tasks="", out=str(out),
-                     threads=1, no_publish=False, quiet=True, teacher="")
+                     threads=1, no_publish=False, quiet=True, teacher="", rollout="stable")
     result = run(args)
     return {"repo": repo, "out": out, "result": result, "world": tiny_world}
