@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assembleBatch, encodeHistory, historyDigest } from '../src/features/encode.js';
-import { encodeRequest } from '../src/models/gate.js';
+import { assembleBatch, encodeHistory, encodeRequest, historyDigest } from '../src/features/encode.js';
 import { hashId } from '../src/features/id-hash.js';
 import { bucketFor, compileFeaturePlan } from '../src/features/plan.js';
 import { validateManifest } from '../src/models/manifest.js';

@@ -2,8 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest, startApp } from './helpers/app.js';
-import { assembleBatch } from '../src/features/encode.js';
-import { encodeRequest } from '../src/models/gate.js';
+import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { RankerError } from '../src/errors.js';
 
 test('a worker that dies fails the batches sent to it with WORKER_EXITED and is replaced with every model reloaded', async (t) => {

@@ -5,10 +5,9 @@
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { assembleBatch, type Feeds } from '../../src/features/encode.js';
+import { assembleBatch, encodeRequest, type Feeds } from '../../src/features/encode.js';
 import { compileFeaturePlan } from '../../src/features/plan.js';
 import type { RankRequest } from '../../src/features/request.js';
-import { encodeRequest } from '../../src/models/gate.js';
 import { readManifest } from '../../src/models/manifest.js';
 import type { RoutedModel } from './repo.js';
 import { summarize } from './stats.js';

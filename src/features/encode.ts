@@ -130,6 +130,14 @@ export function encodeCandidates(plan: FeaturePlan, request: RankRequest): Encod
   return { count, ids, dense };
 }
 
+/** Encode one request for one model, without the user cache (gate, shadow scoring, benchmarks). */
+export function encodeRequest(plan: FeaturePlan, request: RankRequest): EncodedRequest {
+  return {
+    user: { history: encodeHistory(plan, request.user.history), dense: encodeUserDense(plan, request) },
+    candidates: encodeCandidates(plan, request),
+  };
+}
+
 function int64(length: number): { data: BigInt64Array; words: Int32Array } {
   const data = new BigInt64Array(length);
   // Every value we write is a non-negative int32, so writing the low word of each little-endian

@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../config.js';
-import { assembleBatch, encodeCandidates, encodeHistory, encodeUserDense, type Feeds, type EncodedRequest } from '../features/encode.js';
+import { assembleBatch, encodeRequest, type Feeds } from '../features/encode.js';
 import type { FeaturePlan } from '../features/plan.js';
 import type { RankRequest } from '../features/request.js';
 import type { Manifest } from './manifest.js';
@@ -44,13 +44,6 @@ export interface GateBaseline {
   key: string;
   plan: FeaturePlan;
   outputName: string;
-}
-
-export function encodeRequest(plan: FeaturePlan, request: RankRequest): EncodedRequest {
-  return {
-    user: { history: encodeHistory(plan, request.user.history), dense: encodeUserDense(plan, request) },
-    candidates: encodeCandidates(plan, request),
-  };
 }
 
 export function feedsFromGolden(inputs: Record<string, GoldenTensor>): Feeds {

@@ -258,9 +258,4 @@ export class ModelRegistry extends EventEmitter {
       };
     });
   }
-
-  /** Every served surface has a routed ctr and cvr model. */
-  isReady(expectedSurfaces: number): boolean {
-    return this.#table.surfaces.size > 0 && this.#table.surfaces.size >= expectedSurfaces;
-  }
 }

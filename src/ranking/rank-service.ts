@@ -11,7 +11,7 @@ import type { Objective, Surface } from '../models/manifest.js';
 import type { InferencePool } from '../models/pool.js';
 import type { Arm, ModelRegistry, ModelVersion, Resolved } from '../models/registry.js';
 import type { Metrics } from '../metrics.js';
-import { needsConversion, rankCandidates, type RankedItem } from './rank.js';
+import { rankCandidates, type RankedItem } from './rank.js';
 import type { UserCache } from './user-cache.js';
 
 export interface ModelStamp {
@@ -89,18 +89,19 @@ export class RankService {
     const surface = request.surface as Surface;
     const deadlineMs = request.deadlineMs ?? this.#options.defaultDeadlineMs;
     const deadlineAt = startedAt + deadlineMs;
-    const wantCvr = needsConversion(request.candidates);
+    // Only cpa bids use pCVR: the cvr model is resolved and scores that subset only when there is one.
+    const cpaPart = cpaSubset(request);
     const held: Resolved[] = [];
     try {
       const ctr = this.#registry.resolve(surface, 'ctr', request.user.id, request.pin);
       held.push(ctr);
-      const cvr = wantCvr ? this.#registry.resolve(surface, 'cvr', request.user.id, request.pin) : null;
+      const cvr = cpaPart.indices.length > 0 ? this.#registry.resolve(surface, 'cvr', request.user.id, request.pin) : null;
       if (cvr) held.push(cvr);
 
       // Reject early when the queue already makes the deadline unreachable, rather than answer late;
       // the estimate needs only candidate counts, so it runs before any encoding.
       const n = request.candidates.length;
-      const cpa = cvr ? cpaSubset(request) : null;
+      const cpa = cvr ? cpaPart : null;
       const expected = this.#pool.estimateMs(ctr.version.key, n) + (cvr && cpa ? this.#pool.estimateMs(cvr.version.key, cpa.indices.length) : 0);
       if (performance.now() + expected > deadlineAt) {
         this.#metrics.shed.inc({ reason: 'deadline' });
@@ -109,7 +110,6 @@ export class RankService {
 
       const featuresStart = performance.now();
       const ctrEncoded = this.encode(ctr.version, request);
-      // Only cpa bids use pCVR: the cvr model scores that subset, not every candidate.
       const cvrEncoded = cvr && cpa ? this.encode(cvr.version, cpa.request) : null;
       const featuresMs = performance.now() - featuresStart;
 

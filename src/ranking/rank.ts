@@ -41,8 +41,3 @@ export function rankCandidates(candidates: Candidate[], pctr: Float32Array, pcvr
   }
   return ranked;
 }
-
-export function needsConversion(candidates: Candidate[]): boolean {
-  for (const c of candidates) if (c.bidType === 'cpa') return true;
-  return false;
-}

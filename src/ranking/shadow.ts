@@ -3,7 +3,7 @@
  * ready, on a bounded budget (in-flight limit, and never while the pool has a queue), so they cannot
  * delay primary traffic. Only the score differences are recorded; they are never returned.
  */
-import { encodeRequest } from '../models/gate.js';
+import { encodeRequest } from '../features/encode.js';
 import type { RankRequest } from '../features/request.js';
 import type { Metrics } from '../metrics.js';
 import type { InferencePool } from '../models/pool.js';
