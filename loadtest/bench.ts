@@ -57,6 +57,8 @@ const describeServer = (s: ServerSide) =>
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), ['quick', 'fixtures', 'no-plot']);
   const quick = flags.has('quick');
+  const cores = os.availableParallelism?.() ?? os.cpus().length;
+  const processes = flagNumber(flags, 'processes', Number(process.env.HTTP_PROCESSES || 1));
   const options = {
     quick,
     repo: flagText(flags, 'repo', './models'),
@@ -72,7 +74,9 @@ async function main(): Promise<void> {
     ceilingS: flagNumber(flags, 'ceiling-seconds', quick ? 0.3 : 3),
     fixedS: flagNumber(flags, 'fixed-duration', quick ? 1.5 : 10),
     deadlineMs: flagNumber(flags, 'deadline-ms', 0.5),
-    poolSize: flags.has('pool-size') ? flagNumber(flags, 'pool-size', 1) : Number(process.env.POOL_SIZE || Math.max(1, (os.availableParallelism?.() ?? os.cpus().length) - 1)),
+    processes,
+    // The server's own default (src/config.ts): one core per process's main thread, the rest inference threads.
+    poolSize: flags.has('pool-size') ? flagNumber(flags, 'pool-size', 1) : Number(process.env.POOL_SIZE || Math.max(1, Math.floor((cores - processes) / processes))),
     out: path.resolve(flagText(flags, 'out', path.join(projectRoot, 'loadtest', 'results'))),
     plot: !flags.has('no-plot'),
   };
@@ -110,15 +114,20 @@ async function main(): Promise<void> {
     const combined = (pick: (c: ModelCeiling) => number) => 1 / (perCandidateS('ctr', pick) + cpaShare * perCandidateS('cvr', pick));
     const ceilingSingle = Math.round(combined((c) => c.points[0].candPerS));
     const ceilingBest = Math.round(combined((c) => Math.max(...c.points.map((p) => p.candPerS))));
-    const ceilingServer = ceilingBest * options.poolSize;
-    log(`ceiling ctr+cvr: ${ceilingSingle} cand/s per core (single-request batches), ${ceilingBest} best batch; x ${options.poolSize} worker(s) = ${ceilingServer} cand/s`);
+    const workers = options.poolSize * options.processes;
+    const ceilingServer = ceilingBest * workers;
+    log(`ceiling ctr+cvr: ${ceilingSingle} cand/s per core (single-request batches), ${ceilingBest} best batch; x ${workers} worker(s) = ${ceilingServer} cand/s`);
 
-    const serverEnv = (skip: boolean): Record<string, string> => ({ POOL_SIZE: String(options.poolSize), ...(skip ? { SKIP_INFERENCE: 'true' } : {}) });
+    const serverEnv = (skip: boolean): Record<string, string> => ({
+      HTTP_PROCESSES: String(options.processes),
+      POOL_SIZE: String(options.poolSize),
+      ...(skip ? { SKIP_INFERENCE: 'true' } : {}),
+    });
     const sweep = async (server: ServerHandle, label: string): Promise<SweepPoint[]> => {
       await closedLoop({ url: server.url, connections: Math.min(4, Math.max(...options.concurrency)), durationS: options.warmupS, body: next });
       const points: SweepPoint[] = [];
       for (const c of options.concurrency) {
-        const { summary, server: side } = await observed(server, options.poolSize, () => closedLoop({ url: server.url, connections: c, durationS: options.durationS, body: next }));
+        const { summary, server: side } = await observed(server, workers, () => closedLoop({ url: server.url, connections: c, durationS: options.durationS, body: next }));
         const candPerS = Math.round(summary.rps * options.candidates);
         const point: SweepPoint = {
           concurrency: c,
@@ -151,14 +160,14 @@ async function main(): Promise<void> {
 
     // 3. fixed rate: 70% (open loop; plus autocannon overallRate for comparison) and 200% (overload)
     const rate70 = Math.max(1, round(maxRps * 0.7, 1));
-    const at70run = await observed(server, options.poolSize, () => openLoop({ url: server.url, rate: rate70, durationS: options.fixedS, body: next }));
+    const at70run = await observed(server, workers, () => openLoop({ url: server.url, rate: rate70, durationS: options.fixedS, body: next }));
     const at70 = at70run.summary;
     log(`fixed 70% (${rate70}/s, open loop): ${at70.rps} rps ok, p50 ${at70.latency.p50} p99 ${at70.latency.p99} ms, ${JSON.stringify(at70.status)}`);
     log(`  ${describeServer(at70run.server)}`);
     const at70cannon = (await closedLoop({ url: server.url, connections: 16, overallRate: Math.max(1, Math.round(rate70)), durationS: options.fixedS, body: next })).summary;
     log(`fixed 70% (${Math.round(rate70)}/s, autocannon overallRate, 16 conns): p50 ${at70cannon.latency.p50} p99 ${at70cannon.latency.p99} ms`);
     const rate200 = Math.max(2, round(maxRps * 2, 1));
-    const at200run = await observed(server, options.poolSize, () => openLoop({ url: server.url, rate: rate200, durationS: options.fixedS, body: next, maxInflight: 2048, timeoutMs: 10_000 }));
+    const at200run = await observed(server, workers, () => openLoop({ url: server.url, rate: rate200, durationS: options.fixedS, body: next, maxInflight: 2048, timeoutMs: 10_000 }));
     const at200 = at200run.summary;
     const count = (s: RunSummary, code: number) => s.status[code] ?? 0;
     const overload = {
@@ -185,7 +194,7 @@ async function main(): Promise<void> {
     const deadlineBefore = await scrape(server.url);
     const deadlineStarted = performance.now();
     const [bg, dl] = await Promise.all([background, stream]);
-    const deadlineSide = serverSide(deadlineBefore, await scrape(server.url), (performance.now() - deadlineStarted) / 1000, options.poolSize);
+    const deadlineSide = serverSide(deadlineBefore, await scrape(server.url), (performance.now() - deadlineStarted) / 1000, workers);
     const late = dl.samples.filter((s) => s.status === 504).map((s) => s.latency);
     const deadline = {
       deadlineMs: options.deadlineMs,
@@ -229,7 +238,7 @@ async function main(): Promise<void> {
       host: hostInfo(),
       options,
       repo: { dir: repo.source === 'fixtures' ? '(fixtures)' : path.relative(process.cwd(), repo.dir) || '.', source: repo.source, models: models.map(({ objective, name, version }) => ({ objective, name, version })) },
-      server: { poolSize: options.poolSize, rssMiBAfterLoad: Math.round(rssKb / 1024) },
+      server: { processes: options.processes, poolSize: options.poolSize, rssMiBAfterLoad: Math.round(rssKb / 1024) },
       bodies: bodies.stats,
       ceiling: { models: ceilings, cpaShare, combinedCandPerSPerCore: ceilingSingle, combinedBestBatchCandPerS: ceilingBest, serverCeilingCandPerS: ceilingServer },
       sweep: { normal, floor },
@@ -273,7 +282,7 @@ async function main(): Promise<void> {
       `# Benchmark ${startedAt}${quick ? ' (quick mode: numbers are a smoke test only)' : ''}`,
       '',
       `Host: ${result.host.cpus} CPUs (${result.host.cpuModel}), node ${result.host.node}, load average at end ${result.host.loadavg.join(' ')}. ` +
-        `Server: ${options.poolSize} inference worker(s). Repo: ${result.repo.dir} (${models.map((m) => `${m.objective}=${m.name}@${m.version}`).join(', ')}).`,
+        `Server: ${options.processes} HTTP process(es) x ${options.poolSize} inference worker(s). Repo: ${result.repo.dir} (${models.map((m) => `${m.objective}=${m.name}@${m.version}`).join(', ')}).`,
       `Bodies: ${bodies.stats.count} distinct ${options.surface} requests, ${options.candidates} candidates, history ${options.history}, ${bodies.stats.distinctUsers} users, ${bodies.stats.meanBytes} bytes; bid types ${JSON.stringify(bodies.stats.bidTypes)} (cvr scores the cpa subset: ${(cpaShare * 100).toFixed(0)}% of candidates).`,
       '',
       '## Concurrency sweep (closed loop, autocannon, ' + options.durationS + ' s per point)',
@@ -281,7 +290,7 @@ async function main(): Promise<void> {
       text,
       '',
       `rps = 2xx responses/s; cand/s = rps x ${options.candidates}; latency over all responses; x ceiling = cand/s / ${ceilingServer} ` +
-        `(raw session.run ctr+cvr, ${options.poolSize} worker(s)); floor = the same server with SKIP_INFERENCE=true; x floor = rps / floor rps.`,
+        `(raw session.run ctr+cvr, ${workers} worker(s)); floor = the same server with SKIP_INFERENCE=true; x floor = rps / floor rps.`,
       '',
       '## Model ceiling (raw onnxruntime-node session.run, intraOpNumThreads 1)',
       '',

@@ -5,6 +5,7 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
+import type { ClusterLink } from './cluster.js';
 import type { Config } from './config.js';
 import { Errors } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -28,6 +29,10 @@ import { projectVersion } from './paths.js';
 export interface AppOptions {
   logger?: Logger;
   reference?: ReferenceSource;
+  /** Metrics created by the caller (a cluster child registers them for aggregation first). */
+  metrics?: Metrics;
+  /** Set when this process is one of HTTP_PROCESSES (src/cluster.ts). */
+  cluster?: ClusterLink;
 }
 
 export interface Ranker {
@@ -43,6 +48,7 @@ export interface Ranker {
   impressions: ImpressionLog | null;
   admin: FastifyInstance;
   log: Logger;
+  cluster: ClusterLink | null;
 }
 
 declare module 'fastify' {
@@ -52,8 +58,9 @@ declare module 'fastify' {
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
-  const log = options.logger ?? pino({ level: config.logLevel, base: { service: 'gem-lite-ranker' } });
-  const metrics = createMetrics();
+  const cluster = options.cluster ?? null;
+  const log = options.logger ?? pino({ level: config.logLevel, base: { service: 'gem-lite-ranker', ...(cluster ? { process: cluster.index } : {}) } });
+  const metrics = options.metrics ?? createMetrics();
   const registry = new ModelRegistry();
   const pool = new InferencePool(config, {
     batch(key, requests, candidates, runMs) {
@@ -100,7 +107,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     forceCloseConnections: 'idle',
   });
   const admin: FastifyInstance = Fastify({ loggerInstance: log.child({ api: 'admin' }) as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 64 * 1024 });
-  const ranker: Ranker = { config, registry, pool, loader, metrics, service, cache, canary, shadow, impressions, admin, log };
+  const ranker: Ranker = { config, registry, pool, loader, metrics, service, cache, canary, shadow, impressions, admin, log, cluster };
   app.decorate('ranker', ranker);
   app.setErrorHandler(handleError);
   admin.setErrorHandler(handleError);
@@ -111,10 +118,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   admin.setNotFoundHandler(notFound);
 
   let closing = false;
-  const isReady = () => {
+  const modelsReady = () => {
     const rollout = registry.rollout;
-    return !closing && rollout !== null && Object.keys(rollout.routes).length > 0 && registry.routing.surfaces.size === Object.keys(rollout.routes).length;
+    return rollout !== null && Object.keys(rollout.routes).length > 0 && registry.routing.surfaces.size === Object.keys(rollout.routes).length;
   };
+  const isReady = () => !closing && (cluster === null || cluster.ready()) && modelsReady();
 
   const admission = new AdmissionController({ targetLagMs: config.maxEventLoopDelayMs, maxInflight: config.maxInflightRequests });
   app.addHook('onRequest', async (request, reply) => {
@@ -139,17 +147,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   await app.register(rankRoutes, { config, service, metrics });
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
-  app.get('/metrics', async (_request, reply) => {
-    metrics.queuedCandidates.set(pool.queuedCandidates);
-    return reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
+  metrics.sampleQueuedCandidates(() => pool.queuedCandidates);
+  // In a cluster a scrape reaches one process; it answers with the sum over all of them.
+  app.get('/metrics', async (_request, reply) =>
+    reply.header('content-type', metrics.registry.contentType).send(cluster ? await cluster.metrics() : await metrics.registry.metrics()),
+  );
   await admin.register(adminRoutes, { ranker, isReady });
 
   app.addHook('onReady', async () => {
     await pool.start();
     await loader.start();
     admission.start();
-    if (!isReady()) log.warn({ warnings: registry.routing.warnings, rolloutError: loader.rolloutError }, 'not every routed surface has a ready model');
+    if (!modelsReady()) log.warn({ warnings: registry.routing.warnings, rolloutError: loader.rolloutError }, 'not every routed surface has a ready model');
   });
   app.addHook('preClose', async () => {
     closing = true;

@@ -18,7 +18,9 @@ export interface Config {
   adminHost: string;
   adminToken: string | null;
   logLevel: string;
-  /** Worker threads that own ONNX Runtime sessions. */
+  /** Server processes sharing the ranking port (src/cluster.ts); 1 = no cluster. */
+  httpProcesses: number;
+  /** Worker threads that own ONNX Runtime sessions, per process. */
   poolSize: number;
   intraOpThreads: number;
   executionProviders: ExecutionProvider[];
@@ -121,6 +123,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (!kLogLevels.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `expected one of ${kLogLevels.join(', ')}, got "${logLevel}"`);
   const adminToken = env.ADMIN_TOKEN && env.ADMIN_TOKEN.length > 0 ? env.ADMIN_TOKEN : null;
   if (adminToken !== null && adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');
+  const httpProcesses = integer(env, 'HTTP_PROCESSES', 1, 1, 64);
   const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
     listenBacklog: integer(env, 'LISTEN_BACKLOG', 4096, 1, 65535),
@@ -130,7 +133,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     adminHost: text(env, 'ADMIN_HOST', '127.0.0.1'),
     adminToken,
     logLevel,
-    poolSize: integer(env, 'POOL_SIZE', Math.max(1, cores - 1), 1, 64),
+    httpProcesses,
+    // One core per process for its main thread; the rest shared out as inference threads.
+    poolSize: integer(env, 'POOL_SIZE', Math.max(1, Math.floor((cores - httpProcesses) / httpProcesses)), 1, 64),
     intraOpThreads: integer(env, 'INTRA_OP_THREADS', 1, 1, 64),
     executionProviders: providers(env, 'EXECUTION_PROVIDERS'),
     workerQueueDepth: integer(env, 'WORKER_QUEUE_DEPTH', 2, 1, 16),

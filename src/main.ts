@@ -1,26 +1,32 @@
-/** Process entry: read config, build the app, listen, and shut down gracefully on SIGTERM/SIGINT. */
-import { buildApp } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+/**
+ * Process entry: read config, then either supervise HTTP_PROCESSES server processes (the cluster
+ * primary, src/cluster.ts) or be one server: build the app, listen, shut down gracefully on
+ * SIGTERM/SIGINT.
+ */
+import pino from 'pino';
+import { isClusterChild, joinCluster, perProcessPath, runPrimary } from './cluster.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
 
-async function main(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
+async function serve(config: Config): Promise<void> {
+  // Imported here so that a cluster primary never loads ONNX Runtime.
+  const { buildApp } = await import('./app.js');
+  const { createMetrics } = await import('./metrics.js');
+  let metrics = undefined;
+  let link = undefined;
+  if (isClusterChild()) {
+    metrics = createMetrics();
+    link = joinCluster(config, metrics.registry);
+    // Several processes appending to one file could interleave lines: one log file per process.
+    if (config.impressionLog) config = { ...config, impressionLog: perProcessPath(config.impressionLog, link.index) };
   }
-  const app = await buildApp(config);
+  const app = await buildApp(config, { metrics, cluster: link });
   const log = app.ranker.log;
   // A burst of new connections under overload overflows Node's default accept queue (511); dropped
   // SYNs come back after 1, 3, 7 s of TCP retransmits, which then dominate tail latency.
   await app.listen({ port: config.port, host: config.host, backlog: config.listenBacklog });
   if (config.adminToken) {
     await app.ranker.admin.listen({ port: config.adminPort, host: config.adminHost });
-  } else {
+  } else if (!link || link.index === 0) {
     log.warn('ADMIN_TOKEN is not set: the admin API is disabled');
   }
   let stopping = false;
@@ -48,4 +54,22 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-void main();
+function main(): void {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  if (config.httpProcesses > 1 && !isClusterChild()) {
+    runPrimary(config, pino({ level: config.logLevel, base: { service: 'gem-lite-ranker', role: 'primary' } }));
+  } else {
+    void serve(config);
+  }
+}
+
+main();

@@ -4,6 +4,7 @@ import client from 'prom-client';
 export function createMetrics() {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
+  let readQueued: () => number = () => 0;
   const ms = [0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 250, 1000];
   return {
     registry,
@@ -15,11 +16,20 @@ export function createMetrics() {
     batchSize: new client.Histogram({ name: 'inference_batch_candidates', help: 'Candidates per session.run (cross-request batches)', labelNames: ['model'], buckets: [16, 64, 128, 256, 500, 1000, 2000, 4000, 8000], registers: [registry] }),
     batchRequests: new client.Histogram({ name: 'inference_batch_requests', help: 'Requests merged into one session.run', buckets: [1, 2, 3, 4, 6, 8, 12, 16], registers: [registry] }),
     runMs: new client.Histogram({ name: 'inference_run_duration_ms', help: 'session.run time inside the worker', labelNames: ['model'], buckets: ms, registers: [registry] }),
-    queuedCandidates: new client.Gauge({ name: 'inference_queued_candidates', help: 'Candidates waiting for a worker', registers: [registry] }),
+    queuedCandidates: new client.Gauge({
+      name: 'inference_queued_candidates',
+      help: 'Candidates waiting for a worker',
+      registers: [registry],
+      // Read at collection time, so that every process of a cluster reports its current value.
+      collect() {
+        this.set(readQueued());
+      },
+    }),
     shed: new client.Counter({ name: 'rank_shed_total', help: 'Requests shed before scoring', labelNames: ['reason'], registers: [registry] }),
     workerExits: new client.Counter({ name: 'inference_worker_exits_total', help: 'Inference workers that exited unexpectedly', registers: [registry] }),
-    versionState: new client.Gauge({ name: 'model_version_state', help: '1 for the state each known model version is in', labelNames: ['model', 'version', 'state'], registers: [registry] }),
-    provider: new client.Gauge({ name: 'model_execution_provider', help: '1 for the execution provider each loaded version runs on', labelNames: ['model', 'version', 'provider'], registers: [registry] }),
+    // 'max' across cluster processes: each process holds the same versions, and 1 must stay 1.
+    versionState: new client.Gauge({ name: 'model_version_state', help: '1 for the state each known model version is in', labelNames: ['model', 'version', 'state'], registers: [registry], aggregator: 'max' }),
+    provider: new client.Gauge({ name: 'model_execution_provider', help: '1 for the execution provider each loaded version runs on', labelNames: ['model', 'version', 'provider'], registers: [registry], aggregator: 'max' }),
     loadFailures: new client.Counter({ name: 'model_load_failures_total', help: 'Model versions that failed loading or the validation gate', labelNames: ['model'], registers: [registry] }),
     rolloutRejected: new client.Counter({ name: 'rollout_rejected_total', help: 'Rollout flag files rejected (the last good flags stay)', registers: [registry] }),
     rollbacks: new client.Counter({ name: 'canary_rollbacks_total', help: 'Automatic canary rollbacks', labelNames: ['model'], registers: [registry] }),
@@ -27,6 +37,9 @@ export function createMetrics() {
     shadowDropped: new client.Counter({ name: 'shadow_dropped_total', help: 'Shadow scorings skipped to protect primary traffic', registers: [registry] }),
     userCache: new client.Counter({ name: 'user_cache_lookups_total', help: 'User-side tensor cache lookups', labelNames: ['result'], registers: [registry] }),
     truncated: new client.Counter({ name: 'rank_history_truncated_total', help: 'Requests whose history was longer than the model uses', registers: [registry] }),
+    sampleQueuedCandidates(read: () => number): void {
+      readQueued = read;
+    },
   };
 }
 

@@ -49,6 +49,17 @@ export function readRssKb(pid: number): number {
   return Number(match[1]);
 }
 
+/** RSS of a process and its children (HTTP_PROCESSES > 1: the primary and its server processes). */
+export function readTreeRssKb(pid: number): number {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    /* no children file: count the process alone */
+  }
+  return readRssKb(pid) + children.reduce((sum, child) => sum + readRssKb(child), 0);
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function startServer(options: ServerOptions): Promise<ServerHandle> {
@@ -109,7 +120,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     url,
     adminUrl: `http://127.0.0.1:${adminPort}`,
     env,
-    rssKb: () => readRssKb(child.pid!),
+    rssKb: () => readTreeRssKb(child.pid!),
     logTail: () => tail.join(''),
     async stop() {
       if (exitCode === undefined) {

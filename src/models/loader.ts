@@ -346,7 +346,9 @@ export class ModelLoader {
 
   /** Merge one model's flags into the current rollout and apply it (admin API). */
   async updateFlags(name: string, change: { stable?: number; canary?: { version: number; percent: number } | null; shadow?: number[] }): Promise<string[]> {
-    const current = this.#registry.rollout;
+    // Merge into the flags on disk, not this process's copy: with HTTP_PROCESSES > 1 another process
+    // may have changed another model's flags since this one last scanned.
+    const current = await this.#readFlags();
     if (!current) throw Errors.ROLLOUT_INVALID('no valid rollout flags are loaded yet; PUT /admin/rollout first');
     const previous = current.models[name];
     if (!previous && change.stable === undefined) throw Errors.UNKNOWN_MODEL(name);

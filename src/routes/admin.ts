@@ -72,6 +72,8 @@ export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: Adm
 
   app.get('/admin/models', async () => ({
     ready: isReady(),
+    // With HTTP_PROCESSES > 1 this is one process's view; flag changes reach the others via rollout.json.
+    process: { pid: process.pid, index: ranker.cluster?.index ?? 0, of: ranker.cluster?.size ?? 1 },
     rolloutError: loader.rolloutError,
     warnings: registry.routing.warnings,
     models: Object.fromEntries(
