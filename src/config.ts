@@ -33,7 +33,7 @@ export interface Config {
   maxQueuedCandidates: number;
   /** Smoothed event-loop lag (ms) above which new requests are shed (src/routes/admission.ts). */
   maxEventLoopDelayMs: number;
-  /** Admitted /v1/rank requests in progress at once; beyond it new ones are shed before parsing. */
+  /** Admitted /v1/rank requests in progress at once, per process; beyond it new ones are shed before parsing. */
   maxInflightRequests: number;
   maxCandidates: number;
   maxHistory: number;
@@ -143,7 +143,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     batchMaxCandidates: integer(env, 'BATCH_MAX_CANDIDATES', 4096, 1, 65536),
     maxQueuedCandidates: integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1),
     maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 30, 1),
-    maxInflightRequests: integer(env, 'MAX_INFLIGHT_REQUESTS', 32, 1, 100000),
+    // A budget for the host, split among its processes: the wait of an admitted request grows with
+    // the admitted work competing for the same cores (Little's law), not with the process count.
+    maxInflightRequests: integer(env, 'MAX_INFLIGHT_REQUESTS', Math.max(4, Math.ceil(32 / httpProcesses)), 1, 100000),
     maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),
     maxFeatureEntries: integer(env, 'MAX_FEATURE_ENTRIES', 256, 1, 10000),

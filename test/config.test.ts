@@ -33,3 +33,16 @@ test('providers keep their preference order and always end with cpu', () => {
   assert.deepEqual(loadConfig({ EXECUTION_PROVIDERS: 'cuda, webgpu' }).executionProviders, ['cuda', 'webgpu', 'cpu']);
   assert.deepEqual(loadConfig({ EXECUTION_PROVIDERS: 'cpu,cuda' }).executionProviders, ['cpu', 'cuda']);
 });
+
+test('HTTP_PROCESSES shares the cores and the in-flight budget out among the processes', () => {
+  const single = loadConfig({});
+  assert.equal(single.httpProcesses, 1);
+  assert.equal(single.maxInflightRequests, 32);
+  const two = loadConfig({ HTTP_PROCESSES: '2' });
+  assert.equal(two.httpProcesses, 2);
+  assert.equal(two.maxInflightRequests, 16, 'the host budget of 32 split in two');
+  assert.ok(two.poolSize >= 1 && two.poolSize <= single.poolSize);
+  assert.equal(loadConfig({ HTTP_PROCESSES: '64' }).maxInflightRequests, 4, 'never below 4');
+  assert.equal(loadConfig({ HTTP_PROCESSES: '2', MAX_INFLIGHT_REQUESTS: '40', POOL_SIZE: '3' }).maxInflightRequests, 40, 'explicit values win');
+  assert.throws(() => loadConfig({ HTTP_PROCESSES: '0' }), /HTTP_PROCESSES/);
+});
