@@ -54,6 +54,11 @@ const describeServer = (s: ServerSide) =>
   `server: ${s.batches} batches, ${s.meanBatchCandidates} cand / ${s.meanBatchRequests} req per batch, workers busy ${(s.workerBusyShare * 100).toFixed(1)}%, ` +
   `shed ${JSON.stringify(s.shedByReason)}, scoring ${JSON.stringify(s.scoringOutcomes)}`;
 
+function flagFormat(value: string): 'rows' | 'columns' {
+  if (value !== 'rows' && value !== 'columns') throw new Error(`--format expects rows or columns, got "${value}"`);
+  return value;
+}
+
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), ['quick', 'fixtures', 'no-plot']);
   const quick = flags.has('quick');
@@ -70,6 +75,7 @@ async function main(): Promise<void> {
     candidates: flagNumber(flags, 'candidates', 500),
     history: flagNumber(flags, 'history', 256),
     surface: flagText(flags, 'surface', 'feed') as Surface,
+    format: flagFormat(flagText(flags, 'format', 'rows')),
     seed: flagNumber(flags, 'seed', 7),
     ceilingS: flagNumber(flags, 'ceiling-seconds', quick ? 0.3 : 3),
     fixedS: flagNumber(flags, 'fixed-duration', quick ? 1.5 : 10),
@@ -92,7 +98,7 @@ async function main(): Promise<void> {
   try {
     const models = routedModels(repo.dir, options.surface);
     log(`repo ${repo.dir} (${repo.source}); ${options.surface} routes ${models.map((m) => `${m.objective}=${m.name}@${m.version}`).join(', ')}`);
-    const bodies = makeBodies({ count: options.bodies, candidates: options.candidates, history: options.history, surface: options.surface, seed: options.seed });
+    const bodies = makeBodies({ count: options.bodies, candidates: options.candidates, history: options.history, surface: options.surface, seed: options.seed, format: options.format });
     log(`bodies: ${bodies.stats.count} x ${options.candidates} candidates, history ${options.history}, ${bodies.stats.distinctUsers} users, ${bodies.stats.meanBytes} bytes each, bid types ${JSON.stringify(bodies.stats.bidTypes)}`);
     const next = (i: number) => bodies.buffers[i % bodies.buffers.length];
 
@@ -286,7 +292,7 @@ async function main(): Promise<void> {
       '',
       `Host: ${result.host.cpus} CPUs (${result.host.cpuModel}), node ${result.host.node}, load average at end ${result.host.loadavg.join(' ')}. ` +
         `Server: ${options.processes} HTTP process(es) x ${options.poolSize} inference worker(s). Repo: ${result.repo.dir} (${models.map((m) => `${m.objective}=${m.name}@${m.version}`).join(', ')}).`,
-      `Bodies: ${bodies.stats.count} distinct ${options.surface} requests, ${options.candidates} candidates, history ${options.history}, ${bodies.stats.distinctUsers} users, ${bodies.stats.meanBytes} bytes; bid types ${JSON.stringify(bodies.stats.bidTypes)} (cvr scores the cpa subset: ${(cpaShare * 100).toFixed(0)}% of candidates).`,
+      `Bodies: ${bodies.stats.count} distinct ${options.surface} requests in ${options.format} form, ${options.candidates} candidates, history ${options.history}, ${bodies.stats.distinctUsers} users, ${bodies.stats.meanBytes} bytes; bid types ${JSON.stringify(bodies.stats.bidTypes)} (cvr scores the cpa subset: ${(cpaShare * 100).toFixed(0)}% of candidates).`,
       '',
       '## Concurrency sweep (closed loop, autocannon, ' + options.durationS + ' s per point)',
       '',

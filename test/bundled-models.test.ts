@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { projectRoot } from '../src/paths.js';
 import type { Golden } from '../src/models/gate.js';
+import { toColumnarForm } from '../src/features/columnar.js';
 import { startApp } from './helpers/app.js';
 
 const repo = path.join(projectRoot, 'models');
@@ -41,6 +42,10 @@ test('bundled models are ready and /v1/rank reproduces their golden scores', asy
       assert.equal(res.statusCode, 200, res.body);
       const out = res.json();
       assert.equal(out.models[objective].version, entry.version);
+      // The columnar form of the same request must rank identically (same scores, same order).
+      const columnar = await app.inject({ method: 'POST', url: '/v1/rank', payload: toColumnarForm(body) });
+      assert.equal(columnar.statusCode, 200, columnar.body);
+      assert.deepEqual(columnar.json().ranked, out.ranked, `${entry.key}: columnar form ranks like rows`);
       const byAd = new Map<number, { pctr: number; pcvr?: number }>(out.ranked.map((r: { adId: number; pctr: number; pcvr?: number }) => [r.adId, r]));
       g.body.candidates.forEach((c, i) => {
         const got = objective === 'ctr' ? byAd.get(c.adId)!.pctr : byAd.get(c.adId)!.pcvr!;

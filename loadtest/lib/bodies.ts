@@ -3,6 +3,8 @@
  * pool of distinct bodies is generated and serialized up front, so that the load generator only
  * sends bytes. Candidates keep the world's own cpc/cpa/cpm mix, so both the ctr and the cvr model run.
  */
+import { toColumnarForm } from '../../src/features/columnar.js';
+import type { RankRequest as ServerRankRequest } from '../../src/features/request.js';
 import { createWorld, generateRankRequest, type RankRequest } from '../../world/index.js';
 import type { Surface } from '../../world/index.js';
 
@@ -14,6 +16,8 @@ export interface BodyOptions {
   seed: number;
   users?: number;
   ads?: number;
+  /** Wire form of the bodies: `rows` (arrays of objects) or `columns` (src/features/columnar.ts). */
+  format?: 'rows' | 'columns';
 }
 
 export interface BodySet {
@@ -42,7 +46,8 @@ export function makeBodies(options: BodyOptions): BodySet {
     requests.push(generateRankRequest(world, { surface: options.surface, candidates: options.candidates, historyLength: options.history, seed: 10_000 + i }));
   }
   const t2 = performance.now();
-  const buffers = requests.map((r) => Buffer.from(JSON.stringify(r)));
+  const wire = (r: RankRequest) => (options.format === 'columns' ? toColumnarForm(r as unknown as ServerRankRequest) : r);
+  const buffers = requests.map((r) => Buffer.from(JSON.stringify(wire(r))));
   const bidTypes: Record<string, number> = {};
   let withCpa = 0;
   for (const r of requests) {

@@ -5,62 +5,84 @@ const kMaxId = Number.MAX_SAFE_INTEGER;
 
 export function rankSchemas(config: Pick<Config, 'maxCandidates' | 'maxHistory' | 'maxFeatureEntries'>) {
   const id = { type: 'integer', minimum: 0, maximum: kMaxId };
-  const features = {
-    type: 'object',
-    maxProperties: config.maxFeatureEntries,
-    additionalProperties: { anyOf: [{ type: 'number' }, { type: 'string', maxLength: 128 }] },
+  const surface = { type: 'string', enum: ['feed', 'stories', 'reels', 'marketplace'] };
+  const featureValue = { anyOf: [{ type: 'number' }, { type: 'string', maxLength: 128 }] };
+  const features = { type: 'object', maxProperties: config.maxFeatureEntries, additionalProperties: featureValue };
+  // One definition per field, used by both the row form (an array of objects) and the columnar form
+  // (an object of equal-length arrays, src/features/columnar.ts checks the lengths).
+  const historyFields = {
+    adId: id,
+    category: id,
+    surface,
+    event: { type: 'string', enum: ['impression', 'click', 'conversion'] },
+    ts: { type: 'number', minimum: 0 },
+  };
+  const candidateFields = {
+    adId: id,
+    advertiserId: id,
+    category: id,
+    bid: { type: 'number', minimum: 0 },
+    bidType: { type: 'string', enum: ['cpc', 'cpa', 'cpm'] },
+  };
+  const column = (items: object, minItems: number, maxItems: number) => ({ type: 'array', minItems, maxItems, items });
+  const columnsOf = (fields: Record<string, object>, minItems: number, maxItems: number, nullable: string[] = []) =>
+    Object.fromEntries(Object.entries(fields).map(([name, schema]) => [name, column(nullable.includes(name) ? { anyOf: [schema, { type: 'null' }] } : schema, minItems, maxItems)]));
+  const history = {
+    if: { type: 'array' },
+    then: {
+      type: 'array',
+      maxItems: config.maxHistory,
+      items: { type: 'object', required: ['adId', 'surface', 'event', 'ts'], additionalProperties: false, properties: historyFields },
+    },
+    else: {
+      type: 'object',
+      required: ['adId', 'surface', 'event', 'ts'],
+      additionalProperties: false,
+      properties: columnsOf(historyFields, 0, config.maxHistory, ['category']),
+    },
+  };
+  const candidates = {
+    if: { type: 'array' },
+    then: {
+      type: 'array',
+      minItems: 1,
+      maxItems: config.maxCandidates,
+      items: {
+        type: 'object',
+        required: ['adId', 'advertiserId', 'category', 'bid', 'bidType'],
+        additionalProperties: false,
+        properties: { ...candidateFields, features },
+      },
+    },
+    else: {
+      type: 'object',
+      required: ['adId', 'advertiserId', 'category', 'bid', 'bidType'],
+      additionalProperties: false,
+      properties: {
+        ...columnsOf(candidateFields, 1, config.maxCandidates),
+        features: {
+          type: 'object',
+          maxProperties: config.maxFeatureEntries,
+          additionalProperties: column({ anyOf: [...featureValue.anyOf, { type: 'null' }] }, 1, config.maxCandidates),
+        },
+      },
+    },
   };
   const body = {
     type: 'object',
     required: ['surface', 'user', 'candidates'],
     additionalProperties: false,
     properties: {
-      surface: { type: 'string', enum: ['feed', 'stories', 'reels', 'marketplace'] },
+      surface,
       requestId: { type: 'string', maxLength: 128 },
       user: {
         type: 'object',
         required: ['id'],
         additionalProperties: false,
-        properties: {
-          id,
-          features,
-          history: {
-            type: 'array',
-            maxItems: config.maxHistory,
-            items: {
-              type: 'object',
-              required: ['adId', 'surface', 'event', 'ts'],
-              additionalProperties: false,
-              properties: {
-                adId: id,
-                category: id,
-                surface: { type: 'string', enum: ['feed', 'stories', 'reels', 'marketplace'] },
-                event: { type: 'string', enum: ['impression', 'click', 'conversion'] },
-                ts: { type: 'number', minimum: 0 },
-              },
-            },
-          },
-        },
+        properties: { id, features, history },
       },
       context: features,
-      candidates: {
-        type: 'array',
-        minItems: 1,
-        maxItems: config.maxCandidates,
-        items: {
-          type: 'object',
-          required: ['adId', 'advertiserId', 'category', 'bid', 'bidType'],
-          additionalProperties: false,
-          properties: {
-            adId: id,
-            advertiserId: id,
-            category: id,
-            bid: { type: 'number', minimum: 0 },
-            bidType: { type: 'string', enum: ['cpc', 'cpa', 'cpm'] },
-            features,
-          },
-        },
-      },
+      candidates,
       topK: { type: 'integer', minimum: 1, maximum: config.maxCandidates },
       deadlineMs: { type: 'number', exclusiveMinimum: 0, maximum: 60000 },
       pin: { type: 'object', maxProperties: 8, propertyNames: { pattern: '^[a-z][a-z0-9-]{0,62}$' }, additionalProperties: { type: 'integer', minimum: 1 } },

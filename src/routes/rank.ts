@@ -1,8 +1,11 @@
-/** POST /v1/rank: HTTP only. Validation by the compiled schema; the work is RankService's. */
+/**
+ * POST /v1/rank: HTTP only. Validation by the compiled schema (rows or columns), the columnar form is
+ * turned into rows (src/features/columnar.ts), and the work is RankService's.
+ */
 import type { FastifyInstance } from 'fastify';
 import { context, propagation, trace } from '@opentelemetry/api';
 import type { Config } from '../config.js';
-import type { RankRequest } from '../features/request.js';
+import { toRowForm, type RankRequestBody } from '../features/columnar.js';
 import type { Metrics } from '../metrics.js';
 import type { RankService } from '../ranking/rank-service.js';
 import { rankSchemas } from './rank-schema.js';
@@ -17,9 +20,9 @@ export interface RankRouteOptions {
 
 export async function rankRoutes(app: FastifyInstance, { config, service, metrics }: RankRouteOptions): Promise<void> {
   const schema = rankSchemas(config);
-  app.post<{ Body: RankRequest }>('/v1/rank', { schema: { body: schema.body, response: schema.response } }, async (request, reply) => {
+  app.post<{ Body: RankRequestBody }>('/v1/rank', { schema: { body: schema.body, response: schema.response } }, async (request, reply) => {
     const started = performance.now();
-    const body = request.body;
+    const body = toRowForm(request.body);
     const parent = propagation.extract(context.active(), request.headers);
     const span = tracer.startSpan('rank', { attributes: { 'rank.surface': body.surface, 'rank.candidates': body.candidates.length } }, parent);
     try {
