@@ -9,6 +9,7 @@ import { toRowForm, type RankRequestBody } from '../features/columnar.js';
 import type { Metrics } from '../metrics.js';
 import type { RankService } from '../ranking/rank-service.js';
 import { rankSchemas } from './rank-schema.js';
+import { TurnQueue } from './turn-queue.js';
 
 const tracer = trace.getTracer('gem-lite-ranker');
 
@@ -20,6 +21,14 @@ export interface RankRouteOptions {
 
 export async function rankRoutes(app: FastifyInstance, { config, service, metrics }: RankRouteOptions): Promise<void> {
   const schema = rankSchemas(config);
+  // Fastify's own JSON parser (prototype-poisoning checks, its error codes), one body per loop turn.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  // Fastify's parser reports its own errors through done(); anything thrown here is a bug downstream.
+  const parseTurns = new TurnQueue((error) => app.log.error({ err: error }, 'uncaught error while parsing a request'));
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    parseTurns.push(() => parseJson(request, body as string, done));
+  });
   app.post<{ Body: RankRequestBody }>('/v1/rank', { schema: { body: schema.body, response: schema.response } }, async (request, reply) => {
     const started = performance.now();
     const body = toRowForm(request.body);
