@@ -145,7 +145,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         },
       });
   });
-  await app.register(rankRoutes, { config, service, metrics });
+  await app.register(rankRoutes, { config, service, metrics, overloaded: () => admission.overloaded });
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
   metrics.sampleQueuedCandidates(() => pool.queuedCandidates);
   // In a cluster a scrape reaches one process; it answers with the sum over all of them.

@@ -3,9 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TurnQueue } from '../src/routes/turn-queue.js';
 
-test('queued jobs run one per event-loop turn, so other callbacks run between them', async () => {
+test('with a zero budget, queued jobs run one per event-loop turn, so other callbacks run between them', async () => {
   const order: string[] = [];
-  const queue = new TurnQueue((error) => assert.fail(String(error)));
+  const queue = new TurnQueue(() => 0, (error) => assert.fail(String(error)));
   queue.push(() => order.push('job 1'));
   queue.push(() => order.push('job 2'));
   queue.push(() => order.push('job 3'));
@@ -23,7 +23,7 @@ test('queued jobs run one per event-loop turn, so other callbacks run between th
 test('a job that throws is reported and the next jobs still run', async () => {
   const errors: unknown[] = [];
   const ran: number[] = [];
-  const queue = new TurnQueue((error) => errors.push(error));
+  const queue = new TurnQueue(() => 0, (error) => errors.push(error));
   queue.push(() => ran.push(1));
   queue.push(() => {
     throw new Error('boom');
@@ -33,4 +33,34 @@ test('a job that throws is reported and the next jobs still run', async () => {
   assert.deepEqual(ran, [1, 3]);
   assert.equal(errors.length, 1);
   assert.match(String(errors[0]), /boom/);
+});
+
+test('a turn runs jobs until its budget is spent, then yields to the event loop', async () => {
+  const order: string[] = [];
+  const queue = new TurnQueue(() => 15, () => undefined);
+  const busy = (ms: number) => {
+    const until = performance.now() + ms;
+    while (performance.now() < until);
+  };
+  for (let i = 1; i <= 4; i++) queue.push(() => (busy(10), order.push(`job ${i}`)));
+  setImmediate(() => order.push('other callback'));
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  // Jobs 1 and 2 fit in the first 15 ms turn (job 2 starts at 10 ms); job 3 starts the next turn.
+  assert.deepEqual(order, ['job 1', 'job 2', 'other callback', 'job 3', 'job 4']);
+});
+
+test('the budget is read at every turn', async () => {
+  let budget = Infinity;
+  const order: string[] = [];
+  const queue = new TurnQueue(() => budget, () => undefined);
+  for (let i = 1; i <= 3; i++) queue.push(() => order.push(`job ${i}`));
+  setImmediate(() => order.push('other callback'));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(order, ['job 1', 'job 2', 'job 3', 'other callback'], 'an unlimited budget runs the whole burst in one turn');
+  order.length = 0;
+  budget = 0;
+  for (let i = 1; i <= 2; i++) queue.push(() => order.push(`job ${i}`));
+  setImmediate(() => order.push('other callback'));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.deepEqual(order, ['job 1', 'other callback', 'job 2']);
 });

@@ -80,6 +80,11 @@ export class AdmissionController {
     }
   }
 
+  /** Shedding now: new requests are being refused, or would be. */
+  get overloaded(): boolean {
+    return this.shedProbability > 0 || this.inflight >= this.#maxInflight;
+  }
+
   /** Admit one request (the caller must call `done()` exactly once when it ends), or refuse it. */
   admit(): boolean {
     if (this.inflight >= this.#maxInflight) return false;

@@ -17,14 +17,19 @@ export interface RankRouteOptions {
   config: Config;
   service: RankService;
   metrics: Metrics;
+  /** True while admission control is shedding (src/routes/admission.ts). */
+  overloaded: () => boolean;
 }
 
-export async function rankRoutes(app: FastifyInstance, { config, service, metrics }: RankRouteOptions): Promise<void> {
+export async function rankRoutes(app: FastifyInstance, { config, service, metrics, overloaded }: RankRouteOptions): Promise<void> {
   const schema = rankSchemas(config);
   // Fastify's own JSON parser (prototype-poisoning checks, its error codes), one body per loop turn.
   const parseJson = app.getDefaultJsonParser('error', 'error');
   // Fastify's parser reports its own errors through done(); anything thrown here is a bug downstream.
-  const parseTurns = new TurnQueue((error) => app.log.error({ err: error }, 'uncaught error while parsing a request'));
+  // Whole bursts while the server keeps up (they feed cross-request batching); bounded turns once it
+  // sheds or a burst is larger than a keep-up burst, which is when new connections start to wait.
+  const boundedTurns = () => overloaded() || parseTurns.length > config.parseBurstLimit;
+  const parseTurns: TurnQueue = new TurnQueue(() => (boundedTurns() ? config.parseTurnBudgetMs : Infinity), (error) => app.log.error({ err: error }, 'uncaught error while parsing a request'));
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     parseTurns.push(() => parseJson(request, body as string, done));

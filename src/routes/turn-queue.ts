@@ -1,19 +1,24 @@
 /**
- * Runs queued jobs one per event-loop turn. Parsing a 97 KB body takes about a millisecond; when a
- * burst of bodies completes in one poll phase, parsing them all in that phase makes the turn tens of
- * milliseconds long. libuv (since 1.45, Node 20) accepts one new connection per turn, so long turns
- * starve accept(): under a flood of new connections they waited seconds in the kernel's queue while
- * the process worked through bodies it had already read. One parse per turn lets accept(), socket
- * reads and the shedding of new requests run between parses.
+ * Runs queued jobs in event-loop turns of bounded length. Parsing a 97 KB body takes about a
+ * millisecond; when a burst of bodies completes in one poll phase, parsing them all in that phase
+ * makes the turn tens of milliseconds long. libuv (since 1.45, Node 20) accepts one new connection
+ * per turn, so long turns starve accept(): under a flood of new connections they waited seconds in
+ * the kernel's queue while the process worked through bodies it had already read. Each turn runs
+ * jobs until `budgetMs` is spent (at least one job), then yields, so that accept(), socket reads and
+ * the shedding of new requests run between bursts of parsing. The budget is asked for at every turn:
+ * bursts are also what cross-request batching feeds on, so the caller keeps them whole until the
+ * server is overloaded (src/routes/rank.ts).
  */
 export class TurnQueue {
   #jobs: Array<() => void> = [];
   #head = 0;
   #scheduled = false;
+  readonly #budgetMs: () => number;
   readonly #onError: (error: unknown) => void;
 
   /** `onError` gets what a job throws; the queue goes on with the next job. */
-  constructor(onError: (error: unknown) => void) {
+  constructor(budgetMs: () => number, onError: (error: unknown) => void) {
+    this.#budgetMs = budgetMs;
     this.#onError = onError;
   }
 
@@ -25,23 +30,26 @@ export class TurnQueue {
     this.#jobs.push(job);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(this.#runOne);
+      setImmediate(this.#runTurn);
     }
   }
 
-  readonly #runOne = (): void => {
-    const job = this.#jobs[this.#head++];
-    if (this.#head === this.#jobs.length) {
-      this.#jobs = [];
-      this.#head = 0;
-    }
-    try {
-      job();
-    } catch (error) {
-      this.#onError(error);
-    } finally {
-      if (this.length > 0) setImmediate(this.#runOne);
-      else this.#scheduled = false;
-    }
+  readonly #runTurn = (): void => {
+    const started = performance.now();
+    const budget = this.#budgetMs();
+    do {
+      const job = this.#jobs[this.#head++];
+      if (this.#head === this.#jobs.length) {
+        this.#jobs = [];
+        this.#head = 0;
+      }
+      try {
+        job();
+      } catch (error) {
+        this.#onError(error);
+      }
+    } while (this.length > 0 && performance.now() - started < budget);
+    if (this.length > 0) setImmediate(this.#runTurn);
+    else this.#scheduled = false;
   };
 }
