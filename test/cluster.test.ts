@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { projectRoot } from '../src/paths.js';
 import { perProcessPath } from '../src/cluster.js';
 import { makeRepo, writeVersion } from './helpers/fixture-repo.js';
@@ -35,21 +36,14 @@ function startCluster(repo: string) {
   let port = 0;
   let adminPort = 0;
   const ready = new Promise<void>((resolve, reject) => {
-    let buffer = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      let nl;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        lines.push(line);
-        const listening = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
-        if (listening) {
-          if (line.includes('"api":"admin"')) adminPort = Number(listening[1]);
-          else port = Number(listening[1]);
-        }
-        if (line.includes('all HTTP processes are listening')) resolve();
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(line);
+      const listening = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+      if (listening) {
+        if (line.includes('"api":"admin"')) adminPort = Number(listening[1]);
+        else port = Number(listening[1]);
       }
+      if (line.includes('all HTTP processes are listening')) resolve();
     });
     child.on('exit', (code) => reject(new Error(`cluster exited early with ${code}: ${lines.join('\n')}`)));
   });

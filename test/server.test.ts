@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { projectRoot } from '../src/paths.js';
 import { makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest } from './helpers/app.js';
@@ -15,19 +16,12 @@ function startServer(repo: string, env: Record<string, string> = {}) {
   const lines: string[] = [];
   const ports = new Promise<number[]>((resolve, reject) => {
     const found: number[] = [];
-    let buffer = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      let nl;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        lines.push(line);
-        const m = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
-        if (m) {
-          found.push(Number(m[1]));
-          if (found.length === 2) resolve(found);
-        }
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(line);
+      const m = /Server listening at http:\/\/127\.0\.0\.1:(\d+)/.exec(line);
+      if (m) {
+        found.push(Number(m[1]));
+        if (found.length === 2) resolve(found);
       }
     });
     child.on('exit', (code) => reject(new Error(`server exited early with ${code}: ${lines.join('\n')}`)));
