@@ -34,8 +34,8 @@ export interface Config {
   /** Smoothed event-loop lag (ms) above which new requests are shed (src/routes/admission.ts). */
   maxEventLoopDelayMs: number;
   /**
-   * While shedding, or while more than `parseBurstLimit` bodies wait to be parsed, bodies are parsed
-   * in event-loop turns of at most `parseTurnBudgetMs` (src/routes/turn-queue.ts).
+   * When > 0: while shedding, or while more than `parseBurstLimit` bodies wait to be parsed, bodies
+   * are parsed in event-loop turns of at most `parseTurnBudgetMs` (src/routes/turn-queue.ts). 0 = off.
    */
   parseTurnBudgetMs: number;
   parseBurstLimit: number;
@@ -152,7 +152,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     // A budget for the host, split among its processes: the wait of an admitted request grows with
     // the admitted work competing for the same cores (Little's law), not with the process count.
     maxInflightRequests: integer(env, 'MAX_INFLIGHT_REQUESTS', Math.max(4, Math.ceil(32 / httpProcesses)), 1, 100000),
-    parseTurnBudgetMs: decimal(env, 'PARSE_TURN_BUDGET_MS', 4, 0, 1000),
+    // Off by default: bounded turns protect accept() from a flood of new connections but cost
+    // batching near capacity (docs/DESIGN-NOTES.md 12).
+    parseTurnBudgetMs: decimal(env, 'PARSE_TURN_BUDGET_MS', 0, 0, 1000),
     parseBurstLimit: integer(env, 'PARSE_BURST_LIMIT', 8, 0, 100000),
     maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),

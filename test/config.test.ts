@@ -46,3 +46,10 @@ test('HTTP_PROCESSES shares the cores and the in-flight budget out among the pro
   assert.equal(loadConfig({ HTTP_PROCESSES: '2', MAX_INFLIGHT_REQUESTS: '40', POOL_SIZE: '3' }).maxInflightRequests, 40, 'explicit values win');
   assert.throws(() => loadConfig({ HTTP_PROCESSES: '0' }), /HTTP_PROCESSES/);
 });
+
+test('bounded parse turns are off unless PARSE_TURN_BUDGET_MS is set', () => {
+  assert.equal(loadConfig({}).parseTurnBudgetMs, 0);
+  assert.equal(loadConfig({}).parseBurstLimit, 8);
+  assert.equal(loadConfig({ PARSE_TURN_BUDGET_MS: '4' }).parseTurnBudgetMs, 4);
+  assert.throws(() => loadConfig({ PARSE_TURN_BUDGET_MS: '-1' }), /PARSE_TURN_BUDGET_MS/);
+});

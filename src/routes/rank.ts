@@ -26,9 +26,10 @@ export async function rankRoutes(app: FastifyInstance, { config, service, metric
   // Fastify's own JSON parser (prototype-poisoning checks, its error codes), one body per loop turn.
   const parseJson = app.getDefaultJsonParser('error', 'error');
   // Fastify's parser reports its own errors through done(); anything thrown here is a bug downstream.
-  // Whole bursts while the server keeps up (they feed cross-request batching); bounded turns once it
-  // sheds or a burst is larger than a keep-up burst, which is when new connections start to wait.
-  const boundedTurns = () => overloaded() || parseTurns.length > config.parseBurstLimit;
+  // Whole bursts while the server keeps up (they feed cross-request batching). With
+  // PARSE_TURN_BUDGET_MS set, bounded turns once it sheds or a burst outgrows a keep-up burst, which
+  // is when new connections start to wait for accept().
+  const boundedTurns = () => config.parseTurnBudgetMs > 0 && (overloaded() || parseTurns.length > config.parseBurstLimit);
   const parseTurns: TurnQueue = new TurnQueue(() => (boundedTurns() ? config.parseTurnBudgetMs : Infinity), (error) => app.log.error({ err: error }, 'uncaught error while parsing a request'));
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
