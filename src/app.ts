@@ -81,12 +81,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   loader = new ModelLoader(config, registry, pool, log, options.reference ?? worldReferenceRequests, {
     failed: (entry) => metrics.loadFailures.inc({ model: entry.name }),
     rolloutRejected: () => metrics.rolloutRejected.inc(),
+    rolloutWritten: () => cluster?.announceFlagsChanged(),
     loaded: (entry) => metrics.provider.set({ model: entry.name, version: String(entry.version), provider: entry.load!.provider }, 1),
     unloaded: (entry) => {
       cache.purge(entry.key);
       metrics.provider.remove({ model: entry.name, version: String(entry.version), provider: entry.load?.provider ?? 'cpu' });
     },
   });
+  cluster?.onFlagsChanged(() => void loader.scan());
   registry.on('state', (entry, previous) => {
     metrics.versionState.remove({ model: entry.name, version: String(entry.version), state: previous });
     metrics.versionState.set({ model: entry.name, version: String(entry.version), state: entry.state }, 1);

@@ -3,7 +3,8 @@
  * serialization) is the limit of the server on small machines, and worker threads cannot share a
  * listening socket, so N processes share the ranking port through node:cluster. Each process is a whole server: its own inference pool,
  * loader and registry, all converging on the same model repository and rollout.json, which every
- * loader re-reads on each scan (the admin API and canary rollbacks write that file).
+ * loader re-reads on each scan (the admin API and canary rollbacks write that file, and the writer
+ * tells the others through the primary to rescan at once).
  *
  * The primary does no ranking. It forks the processes, restarts one that dies, forwards
  * SIGTERM/SIGINT, tells the processes once all of them listen (so /v2/health/ready does not report
@@ -20,6 +21,7 @@ import type { Config } from './config.js';
 const kReady = 'gem:cluster-ready';
 const kMetricsRequest = 'gem:metrics-request';
 const kMetricsResponse = 'gem:metrics-response';
+const kFlagsChanged = 'gem:flags-changed';
 const kIndexVariable = 'HTTP_PROCESS_INDEX';
 
 interface MetricsRequest {
@@ -42,6 +44,10 @@ export interface ClusterLink {
   ready(): boolean;
   /** Prometheus text summed over all processes. */
   metrics(): Promise<string>;
+  /** Tell the other processes that this one wrote rollout.json, so that they rescan now. */
+  announceFlagsChanged(): void;
+  /** Called when another process wrote rollout.json. */
+  onFlagsChanged(listener: () => void): void;
 }
 
 export function isClusterChild(): boolean {
@@ -62,9 +68,11 @@ export function joinCluster(config: Pick<Config, 'httpProcesses'>, registry: cli
   new client.AggregatorRegistry();
   let ready = false;
   let nextId = 0;
+  const flagListeners: Array<() => void> = [];
   const pending = new Map<number, { resolve(text: string): void; reject(error: Error): void; timer: NodeJS.Timeout }>();
   process.on('message', (message: { type?: string }) => {
     if (message?.type === kReady) ready = true;
+    if (message?.type === kFlagsChanged) for (const listener of flagListeners) listener();
     if (message?.type === kMetricsResponse) {
       const response = message as MetricsResponse;
       const request = pending.get(response.id);
@@ -89,6 +97,8 @@ export function joinCluster(config: Pick<Config, 'httpProcesses'>, registry: cli
         pending.set(id, { resolve, reject, timer });
         process.send!({ type: kMetricsRequest, id } satisfies MetricsRequest);
       }),
+    announceFlagsChanged: () => process.send!({ type: kFlagsChanged }),
+    onFlagsChanged: (listener) => void flagListeners.push(listener),
   };
 }
 
@@ -128,6 +138,12 @@ export function runPrimary(config: Config, log: Logger, options: PrimaryOptions 
   });
 
   cluster.on('message', (worker, message: { type?: string }) => {
+    // Flags reach the other processes at once, not at their next scan: a rollback that half the
+    // processes apply seconds late is half a rollback.
+    if (message?.type === kFlagsChanged) {
+      for (const other of Object.values(cluster.workers ?? {})) if (other && other !== worker && other.isConnected()) other.send({ type: kFlagsChanged });
+      return;
+    }
     if (message?.type !== kMetricsRequest) return;
     const { id } = message as MetricsRequest;
     aggregator.clusterMetrics().then(

@@ -1,6 +1,7 @@
 /**
  * HTTP_PROCESSES=2 over real sockets: both processes serve, /metrics sums over them, a flag change
- * made through one process reaches the other, a killed process is replaced, SIGTERM stops all.
+ * made through one process reaches the other at once (no watcher, no periodic rescan here), a killed
+ * process is replaced, SIGTERM stops all.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +28,9 @@ function startCluster(repo: string) {
       ADMIN_TOKEN: kToken,
       MODEL_REPO: repo,
       LOG_LEVEL: 'info',
-      RESCAN_INTERVAL_MS: '200',
+      // No watcher and no periodic rescan: flag changes must reach the other process through the primary.
+      RESCAN_INTERVAL_MS: '600000',
+      WATCH_REPO: 'false',
       GATE_MAX_MS_PER_CANDIDATE: '1000',
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -26,6 +26,8 @@ export interface LoaderEvents {
   unloaded?(entry: ModelVersion): void;
   rollout?(rollout: Rollout, warnings: string[]): void;
   rolloutRejected?(why: string): void;
+  /** This loader wrote new flags to rollout.json (admin API or canary rollback). */
+  rolloutWritten?(): void;
 }
 
 type LoaderOptions = Pick<Config, 'modelRepo' | 'rescanIntervalMs' | 'watchRepo' | 'keepVersions' | 'gate'>;
@@ -371,6 +373,7 @@ export class ModelLoader {
   async setRollout(candidate: unknown): Promise<string[]> {
     const rollout = validateRollout(candidate);
     await writeRollout(this.#options.modelRepo, rollout);
+    this.#events.rolloutWritten?.();
     await this.scan();
     if (this.#rolloutError) throw Errors.ROLLOUT_INVALID(this.#rolloutError);
     return this.#registry.routing.warnings;
