@@ -23,18 +23,23 @@ export interface RankRouteOptions {
 
 export async function rankRoutes(app: FastifyInstance, { config, service, metrics, overloaded }: RankRouteOptions): Promise<void> {
   const schema = rankSchemas(config);
-  // Fastify's own JSON parser (prototype-poisoning checks, its error codes), one body per loop turn.
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  // Fastify's parser reports its own errors through done(); anything thrown here is a bug downstream.
-  // Whole bursts while the server keeps up (they feed cross-request batching). With
-  // PARSE_TURN_BUDGET_MS set, bounded turns once it sheds or a burst outgrows a keep-up burst, which
-  // is when new connections start to wait for accept().
-  const boundedTurns = () => config.parseTurnBudgetMs > 0 && (overloaded() || parseTurns.length > config.parseBurstLimit);
-  const parseTurns: TurnQueue = new TurnQueue(() => (boundedTurns() ? config.parseTurnBudgetMs : Infinity), (error) => app.log.error({ err: error }, 'uncaught error while parsing a request'));
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    parseTurns.push(() => parseJson(request, body as string, done));
-  });
+  if (config.parseTurnBudgetMs > 0) {
+    // Fastify's own JSON parser (prototype-poisoning checks, its error codes), run from a queue: whole
+    // bursts while the server keeps up (they feed cross-request batching), turns bounded to the budget
+    // once it sheds or a burst outgrows a keep-up burst, which is when new connections start to wait
+    // for accept(). Off by default, where Fastify parses inline as usual.
+    const parseJson = app.getDefaultJsonParser('error', 'error');
+    const boundedTurns = () => overloaded() || parseTurns.length > config.parseBurstLimit;
+    // The parser reports its own errors through done(); anything thrown here is a bug downstream.
+    const parseTurns: TurnQueue = new TurnQueue(
+      () => (boundedTurns() ? config.parseTurnBudgetMs : Infinity),
+      (error) => app.log.error({ err: error }, 'uncaught error while parsing a request'),
+    );
+    app.removeContentTypeParser('application/json');
+    app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+      parseTurns.push(() => parseJson(request, body as string, done));
+    });
+  }
   app.post<{ Body: RankRequestBody }>('/v1/rank', { schema: { body: schema.body, response: schema.response } }, async (request, reply) => {
     const started = performance.now();
     const body = toRowForm(request.body);
