@@ -12,7 +12,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import { flagList, flagNumber, flagText, parseFlags } from './lib/args.js';
+import { flagChoice, flagList, flagNumber, flagText, parseFlags } from './lib/args.js';
 import { makeBodies, withFields } from './lib/bodies.js';
 import { measureCeiling, type ModelCeiling } from './lib/ceiling.js';
 import { closedLoop, openLoop, type RunSummary } from './lib/load.js';
@@ -54,11 +54,6 @@ const describeServer = (s: ServerSide) =>
   `server: ${s.batches} batches, ${s.meanBatchCandidates} cand / ${s.meanBatchRequests} req per batch, workers busy ${(s.workerBusyShare * 100).toFixed(1)}%, ` +
   `shed ${JSON.stringify(s.shedByReason)}, scoring ${JSON.stringify(s.scoringOutcomes)}`;
 
-function flagFormat(value: string): 'rows' | 'columns' {
-  if (value !== 'rows' && value !== 'columns') throw new Error(`--format expects rows or columns, got "${value}"`);
-  return value;
-}
-
 async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), ['quick', 'fixtures', 'no-plot']);
   const quick = flags.has('quick');
@@ -75,7 +70,7 @@ async function main(): Promise<void> {
     candidates: flagNumber(flags, 'candidates', 500),
     history: flagNumber(flags, 'history', 256),
     surface: flagText(flags, 'surface', 'feed') as Surface,
-    format: flagFormat(flagText(flags, 'format', 'rows')),
+    format: flagChoice(flags, 'format', ['rows', 'columns'] as const, 'rows'),
     seed: flagNumber(flags, 'seed', 7),
     ceilingS: flagNumber(flags, 'ceiling-seconds', quick ? 0.3 : 3),
     fixedS: flagNumber(flags, 'fixed-duration', quick ? 1.5 : 10),

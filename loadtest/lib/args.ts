@@ -44,3 +44,9 @@ export function flagText(flags: Flags, name: string, fallback: string): string {
   if (raw === true) throw new Error(`--${name} needs a value`);
   return raw;
 }
+
+export function flagChoice<T extends string>(flags: Flags, name: string, choices: readonly T[], fallback: T): T {
+  const value = flagText(flags, name, fallback);
+  if (!(choices as readonly string[]).includes(value)) throw new Error(`--${name} expects one of ${choices.join(', ')}, got "${value}"`);
+  return value as T;
+}
