@@ -278,33 +278,29 @@ def _key(v: Any) -> Any:
 
 
 # -------------------------------------------------------------------------- shard rows -> raw values
+def _dense_raw(meta: list[dict], dense: np.ndarray, prefix: str, integers: tuple[str, ...]) -> dict[str, list]:
+    """Raw request values of dense feature columns: category labels, integers, or floats."""
+    out: dict[str, list] = {}
+    for j, m in enumerate(meta):
+        vals = dense[:, j]
+        if m.get("values"):
+            out[prefix + m["name"]] = [m["values"][int(v)] for v in vals]
+        elif m["name"] in integers:
+            out[prefix + m["name"]] = [int(v) for v in vals]
+        else:
+            out[prefix + m["name"]] = [float(v) for v in vals]
+    return out
+
+
 def user_raw(world: World, day: Day, rows: np.ndarray, hours: np.ndarray) -> dict[str, list]:
     """Raw request values of user.features.* and context.* for user rows (one per request)."""
-    ud = np.asarray(day.user_dense)[rows]
-    out: dict[str, list] = {}
-    for j, m in enumerate(world.user_dense_meta):
-        vals = ud[:, j]
-        if m.get("values"):
-            out[f"user.features.{m['name']}"] = [m["values"][int(v)] for v in vals]
-        elif m["name"] in ("age_bucket",):
-            out[f"user.features.{m['name']}"] = [int(v) for v in vals]
-        else:
-            out[f"user.features.{m['name']}"] = [float(v) for v in vals]
+    out = _dense_raw(world.user_dense_meta, np.asarray(day.user_dense)[rows], "user.features.", ("age_bucket",))
     out["context.hour"] = [int(h) for h in hours]
     return out
 
 
 def ad_raw(world: World, day: Day, imps: np.ndarray) -> dict[str, list]:
-    ad = np.asarray(day.imp_ad_dense)[imps]
-    out: dict[str, list] = {}
-    for j, m in enumerate(world.ad_dense_meta):
-        vals = ad[:, j]
-        if m.get("values"):
-            out[f"candidate.features.{m['name']}"] = [m["values"][int(v)] for v in vals]
-        elif m["name"] in ("price_tier",):
-            out[f"candidate.features.{m['name']}"] = [int(v) for v in vals]
-        else:
-            out[f"candidate.features.{m['name']}"] = [float(v) for v in vals]
+    out = _dense_raw(world.ad_dense_meta, np.asarray(day.imp_ad_dense)[imps], "candidate.features.", ("price_tier",))
     out["candidate.bid"] = [float(b) for b in np.asarray(day.imp_bid)[imps]]
     return out
 
