@@ -57,6 +57,11 @@ def _fmt(ms: tuple[float, float, int], digits: int = 4) -> str:
     return f"{m:.{digits}f} ± {sd:.{digits}f}" if n > 1 else f"{m:.{digits}f}"
 
 
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    """Markdown table lines: header, separator, one line per row."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def write_report(out_dir: Path, meta: dict, results: dict, extra: dict) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,16 +85,13 @@ def write_report(out_dir: Path, meta: dict, results: dict, extra: dict) -> Path:
                      f"teacher AUC {ex.get('teacher', {}).get('auc') or float('nan'):.4f} / NE {ex.get('teacher', {}).get('ne', float('nan')):.4f}; "
                      f"adapted teacher AUC {ex.get('adapted', {}).get('auc') or float('nan'):.4f} / NE {ex.get('adapted', {}).get('ne', float('nan')):.4f}.")
         lines.append("")
-        lines.append("| variant | " + " | ".join(label for _, label, _ in METRICS) + " | ΔAUC vs none | ΔNE vs none (−) |")
-        lines.append("|---|" + "---|" * (len(METRICS) + 2))
+        rows = []
         for v in VARIANTS:
             if v not in s:
                 continue
             g = s["_gains"].get(v)
-            cells = [_fmt(s[v][m]) for m, _, _ in METRICS]
-            ga = _fmt(g["auc"]) if g else "—"
-            gn = _fmt(g["ne"]) if g else "—"
-            lines.append(f"| {v} | " + " | ".join(cells) + f" | {ga} | {gn} |")
+            rows.append([v, *(_fmt(s[v][m]) for m, _, _ in METRICS), _fmt(g["auc"]) if g else "—", _fmt(g["ne"]) if g else "—"])
+        lines += _table(["variant", *(label for _, label, _ in METRICS), "ΔAUC vs none", "ΔNE vs none (−)"], rows)
         r = s["_ratio"]
         if r:
             lines.append("")
@@ -102,27 +104,22 @@ def write_report(out_dir: Path, meta: dict, results: dict, extra: dict) -> Path:
         lines.append("")
         lines.append("Gains over no-KD averaged over the students listed, per seed (paired), then mean ± sd over seeds.")
         lines.append("")
-        lines.append("| students | variant | ΔAUC | ΔNE (−) | ratio ΔAUC / ΔAUC(kd) | ratio ΔNE / ΔNE(kd) |")
-        lines.append("|---|---|---|---|---|---|")
-        for group, rows in ov.items():
-            for v, r in rows.items():
-                lines.append(f"| {group} | {v} | {_fmt(r['auc'])} | {_fmt(r['ne'])} | {r['ratioAuc']:.2f} | {r['ratioNe']:.2f} |")
+        lines += _table(["students", "variant", "ΔAUC", "ΔNE (−)", "ratio ΔAUC / ΔAUC(kd)", "ratio ΔNE / ΔNE(kd)"],
+                        [[group, v, _fmt(r["auc"]), _fmt(r["ne"]), f"{r['ratioAuc']:.2f}", f"{r['ratioNe']:.2f}"]
+                         for group, rows in ov.items() for v, r in rows.items()])
         lines.append("")
     if extra.get("latency"):
         lines.append("## Latency (CPU, one thread, one request of 500 candidates)")
         lines.append("")
-        lines.append("| model | runtime | history L | ms / 500 candidates | µs / candidate |")
-        lines.append("|---|---|---|---|---|")
-        for row in extra["latency"]:
-            lines.append(f"| {row['model']} | {row['runtime']} | {row['L']} | {row['ms']:.3f} | {1000 * row['ms'] / 500:.2f} |")
+        lines += _table(["model", "runtime", "history L", "ms / 500 candidates", "µs / candidate"],
+                        [[row["model"], row["runtime"], row["L"], f"{row['ms']:.3f}", f"{1000 * row['ms'] / 500:.2f}"] for row in extra["latency"]])
         lines.append("")
     if extra.get("published"):
         lines.append("## Published")
         lines.append("")
-        lines.append("| model | version | variant | bytes | eval AUC | eval NE | parity max |Δ| |")
-        lines.append("|---|---|---|---|---|---|---|")
-        for p in extra["published"]:
-            lines.append(f"| {p['name']} | {p['version']} | {p['variant']} | {p['bytes']} | {p['auc']:.4f} | {p['ne']:.4f} | {p['parity']:.2e} |")
+        lines += _table(["model", "version", "variant", "bytes", "eval AUC", "eval NE", "parity max |Δ|"],
+                        [[p["name"], p["version"], p["variant"], p["bytes"], f"{p['auc']:.4f}", f"{p['ne']:.4f}", f"{p['parity']:.2e}"]
+                         for p in extra["published"]])
         lines.append("")
     lines.append("![variants](variants.png)")
     lines.append("")
