@@ -34,11 +34,10 @@ export interface Config {
   /** Smoothed event-loop lag (ms) above which new requests are shed (src/routes/admission.ts). */
   maxEventLoopDelayMs: number;
   /**
-   * When > 0: while shedding, or while more than `parseBurstLimit` bodies wait to be parsed, bodies
-   * are parsed in event-loop turns of at most `parseTurnBudgetMs` (src/routes/turn-queue.ts). 0 = off.
+   * When > 0, bodies are parsed from a queue (src/routes/turn-queue.ts) whose event-loop turns are
+   * bounded to this many ms while admission control sheds. 0 = Fastify parses inline.
    */
   parseTurnBudgetMs: number;
-  parseBurstLimit: number;
   /** Admitted /v1/rank requests in progress at once, per process; beyond it new ones are shed before parsing. */
   maxInflightRequests: number;
   maxCandidates: number;
@@ -152,10 +151,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     // A budget for the host, split among its processes: the wait of an admitted request grows with
     // the admitted work competing for the same cores (Little's law), not with the process count.
     maxInflightRequests: integer(env, 'MAX_INFLIGHT_REQUESTS', Math.max(4, Math.ceil(32 / httpProcesses)), 1, 100000),
-    // Off by default: bounded turns protect accept() from a flood of new connections but cost
-    // batching near capacity (docs/DESIGN-NOTES.md 12).
-    parseTurnBudgetMs: decimal(env, 'PARSE_TURN_BUDGET_MS', 0, 0, 1000),
-    parseBurstLimit: integer(env, 'PARSE_BURST_LIMIT', 8, 0, 100000),
+    // Bounded turns while shedding keep accept() ahead of a flood of new connections
+    // (docs/DESIGN-NOTES.md 12); 8 ms already let the accept queue grow on this 2-core host.
+    parseTurnBudgetMs: decimal(env, 'PARSE_TURN_BUDGET_MS', 4, 0, 1000),
     maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),
     maxFeatureEntries: integer(env, 'MAX_FEATURE_ENTRIES', 256, 1, 10000),

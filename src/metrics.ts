@@ -26,6 +26,11 @@ export function createMetrics() {
       },
     }),
     shed: new client.Counter({ name: 'rank_shed_total', help: 'Requests shed before scoring', labelNames: ['reason'], registers: [registry] }),
+    parseTurnsYielded: new client.Counter({
+      name: 'rank_parse_turns_yielded_total',
+      help: 'Event-loop turns that stopped parsing request bodies at PARSE_TURN_BUDGET_MS with bodies still queued (while shedding)',
+      registers: [registry],
+    }),
     workerExits: new client.Counter({ name: 'inference_worker_exits_total', help: 'Inference workers that exited unexpectedly', registers: [registry] }),
     // 'max' across cluster processes: each process holds the same versions, and 1 must stay 1.
     versionState: new client.Gauge({ name: 'model_version_state', help: '1 for the state each known model version is in', labelNames: ['model', 'version', 'state'], registers: [registry], aggregator: 'max' }),

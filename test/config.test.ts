@@ -47,9 +47,9 @@ test('HTTP_PROCESSES shares the cores and the in-flight budget out among the pro
   assert.throws(() => loadConfig({ HTTP_PROCESSES: '0' }), /HTTP_PROCESSES/);
 });
 
-test('bounded parse turns are off unless PARSE_TURN_BUDGET_MS is set', () => {
-  assert.equal(loadConfig({}).parseTurnBudgetMs, 0);
-  assert.equal(loadConfig({}).parseBurstLimit, 8);
-  assert.equal(loadConfig({ PARSE_TURN_BUDGET_MS: '4' }).parseTurnBudgetMs, 4);
+test('parse turns are bounded to 4 ms by default, and PARSE_TURN_BUDGET_MS=0 turns the queue off', () => {
+  assert.equal(loadConfig({}).parseTurnBudgetMs, 4);
+  assert.equal(loadConfig({ PARSE_TURN_BUDGET_MS: '0' }).parseTurnBudgetMs, 0);
+  assert.equal(loadConfig({ PARSE_TURN_BUDGET_MS: '2.5' }).parseTurnBudgetMs, 2.5);
   assert.throws(() => loadConfig({ PARSE_TURN_BUDGET_MS: '-1' }), /PARSE_TURN_BUDGET_MS/);
 });

@@ -24,16 +24,17 @@ export interface RankRouteOptions {
 export async function rankRoutes(app: FastifyInstance, { config, service, metrics, overloaded }: RankRouteOptions): Promise<void> {
   const schema = rankSchemas(config);
   if (config.parseTurnBudgetMs > 0) {
-    // Fastify's own JSON parser (prototype-poisoning checks, its error codes), run from a queue: whole
-    // bursts while the server keeps up (they feed cross-request batching), turns bounded to the budget
-    // once it sheds or a burst outgrows a keep-up burst, which is when new connections start to wait
-    // for accept(). Off by default, where Fastify parses inline as usual.
+    // Fastify's own JSON parser (prototype-poisoning checks, its error codes), run from a queue:
+    // whole bursts while the server keeps up (they feed cross-request batching), turns bounded to the
+    // budget while admission control sheds, which is when a flood of new connections waits for
+    // accept(). Bounding also when a burst merely grew large fed on itself near capacity (smaller
+    // batches, slower, more shedding): docs/DESIGN-NOTES.md 12.
     const parseJson = app.getDefaultJsonParser('error', 'error');
-    const boundedTurns = () => overloaded() || parseTurns.length > config.parseBurstLimit;
     // The parser reports its own errors through done(); anything thrown here is a bug downstream.
-    const parseTurns: TurnQueue = new TurnQueue(
-      () => (boundedTurns() ? config.parseTurnBudgetMs : Infinity),
+    const parseTurns = new TurnQueue(
+      () => (overloaded() ? config.parseTurnBudgetMs : Infinity),
       (error) => app.log.error({ err: error }, 'uncaught error while parsing a request'),
+      () => metrics.parseTurnsYielded.inc(),
     );
     app.removeContentTypeParser('application/json');
     app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {

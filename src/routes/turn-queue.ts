@@ -15,11 +15,16 @@ export class TurnQueue {
   #scheduled = false;
   readonly #budgetMs: () => number;
   readonly #onError: (error: unknown) => void;
+  readonly #onYield: () => void;
 
-  /** `onError` gets what a job throws; the queue goes on with the next job. */
-  constructor(budgetMs: () => number, onError: (error: unknown) => void) {
+  /**
+   * `onError` gets what a job throws; the queue goes on with the next job. `onYield` is called for
+   * each turn that ends at its budget with jobs still queued.
+   */
+  constructor(budgetMs: () => number, onError: (error: unknown) => void, onYield: () => void = () => undefined) {
     this.#budgetMs = budgetMs;
     this.#onError = onError;
+    this.#onYield = onYield;
   }
 
   get length(): number {
@@ -49,7 +54,9 @@ export class TurnQueue {
         this.#onError(error);
       }
     } while (this.length > 0 && performance.now() - started < budget);
-    if (this.length > 0) setImmediate(this.#runTurn);
-    else this.#scheduled = false;
+    if (this.length > 0) {
+      this.#onYield();
+      setImmediate(this.#runTurn);
+    } else this.#scheduled = false;
   };
 }
