@@ -126,13 +126,32 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   };
   const isReady = () => !closing && (cluster === null || cluster.ready()) && modelsReady();
 
-  const admission = new AdmissionController({ targetLagMs: config.maxEventLoopDelayMs, maxInflight: config.maxInflightRequests });
+  const admission = new AdmissionController({
+    targetLagMs: config.maxEventLoopDelayMs,
+    maxInflight: config.maxInflightRequests,
+    maxWaitMs: config.admissionWaitMs,
+    maxWaiting: config.admissionWaitQueue,
+  });
+  // 'close' fires once whether the response finished or the client went away.
+  const hold = (reply: FastifyReply) => reply.raw.once('close', () => admission.done());
   app.addHook('onRequest', async (request, reply) => {
     if (request.url !== '/v1/rank') return;
     if (admission.admit()) {
-      // 'close' fires once whether the response finished or the client went away.
-      reply.raw.once('close', () => admission.done());
+      hold(reply);
       return;
+    }
+    const ticket = admission.wait();
+    if (ticket) {
+      // The body is not read while the request waits; a client that goes away leaves the line.
+      const socket = request.raw.socket;
+      socket.once('close', ticket.cancel);
+      const granted = await ticket.granted;
+      socket.off('close', ticket.cancel);
+      if (granted) {
+        if (socket.destroyed) admission.done();
+        else hold(reply);
+        return;
+      }
     }
     const full = admission.inflight >= config.maxInflightRequests;
     metrics.shed.inc({ reason: full ? 'inflight' : 'event_loop' });

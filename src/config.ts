@@ -40,6 +40,10 @@ export interface Config {
   parseTurnBudgetMs: number;
   /** Admitted /v1/rank requests in progress at once, per process; beyond it new ones are shed before parsing. */
   maxInflightRequests: number;
+  /** A request that finds every in-flight place taken waits up to this long for one (0 = refuse at once)... */
+  admissionWaitMs: number;
+  /** ...with at most this many waiting per process; beyond it new ones are refused at once. */
+  admissionWaitQueue: number;
   maxCandidates: number;
   maxHistory: number;
   maxFeatureEntries: number;
@@ -129,6 +133,12 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const adminToken = env.ADMIN_TOKEN && env.ADMIN_TOKEN.length > 0 ? env.ADMIN_TOKEN : null;
   if (adminToken !== null && adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');
   const httpProcesses = integer(env, 'HTTP_PROCESSES', 1, 1, 64);
+  // A budget for the host, split among its processes: the wait of an admitted request grows with
+  // the admitted work competing for the same cores (Little's law), not with the process count.
+  // 4 per core: on 2 cores, 4 in flight already reach the closed-loop peak, and every admitted
+  // request beyond that only waits (at 2x overload, accepted p99 ~60-120 ms at 6-8 vs 230-420 ms
+  // at 32; docs/DESIGN-NOTES.md 13).
+  const maxInflightRequests = integer(env, 'MAX_INFLIGHT_REQUESTS', Math.max(2, Math.ceil((4 * cores) / httpProcesses)), 1, 100000);
   const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
     listenBacklog: integer(env, 'LISTEN_BACKLOG', 4096, 1, 65535),
@@ -148,11 +158,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     batchMaxCandidates: integer(env, 'BATCH_MAX_CANDIDATES', 4096, 1, 65536),
     maxQueuedCandidates: integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1),
     maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 30, 1),
-    // A budget for the host, split among its processes: the wait of an admitted request grows with
-    // the admitted work competing for the same cores (Little's law), not with the process count.
-    maxInflightRequests: integer(env, 'MAX_INFLIGHT_REQUESTS', Math.max(4, Math.ceil(32 / httpProcesses)), 1, 100000),
-    // Bounded turns while shedding keep accept() ahead of a flood of new connections
-    // (docs/DESIGN-NOTES.md 12); 8 ms already let the accept queue grow on this 2-core host.
+    maxInflightRequests,
+    admissionWaitQueue: integer(env, 'ADMISSION_WAIT_QUEUE', maxInflightRequests, 0, 100000),
+    // A burst a little over the bound (a page fanning out) waits briefly instead of being refused.
+    admissionWaitMs: decimal(env, 'ADMISSION_WAIT_MS', 10, 0, 10000),
     parseTurnBudgetMs: decimal(env, 'PARSE_TURN_BUDGET_MS', 4, 0, 1000),
     maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),

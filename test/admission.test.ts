@@ -30,3 +30,46 @@ test('admitted requests in progress are bounded', () => {
   assert.equal(admission.admit(), true, 'a finished request frees a place');
   assert.equal(admission.inflight, 2);
 });
+
+test('a request that finds every place taken waits for one, first come first served, and a finished request hands its place over', async () => {
+  const admission = new AdmissionController({ targetLagMs: 20, maxInflight: 1, maxWaitMs: 1000, maxWaiting: 2 });
+  assert.equal(admission.admit(), true);
+  assert.equal(admission.admit(), false);
+  const first = admission.wait()!;
+  const second = admission.wait()!;
+  assert.ok(first && second);
+  assert.equal(admission.wait(), null, 'the waiting line is full: refused at once');
+  assert.equal(admission.waiting, 2);
+  const order: string[] = [];
+  void first.granted.then((ok) => order.push(`first ${ok}`));
+  void second.granted.then((ok) => order.push(`second ${ok}`));
+  admission.done();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(order, ['first true']);
+  assert.equal(admission.inflight, 1, 'the place went to the waiter, not back to the pool');
+  assert.equal(admission.admit(), false, 'a newcomer does not overtake the line');
+  second.cancel();
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(order, ['first true', 'second false']);
+  assert.equal(admission.waiting, 0);
+  admission.done();
+  assert.equal(admission.inflight, 0);
+  assert.equal(admission.admit(), true);
+});
+
+test('a waiting request is refused after maxWaitMs, and waiting is off by default', async () => {
+  const admission = new AdmissionController({ targetLagMs: 20, maxInflight: 1, maxWaitMs: 20, maxWaiting: 4 });
+  assert.equal(admission.admit(), true);
+  const ticket = admission.wait()!;
+  const started = performance.now();
+  assert.equal(await ticket.granted, false);
+  assert.ok(performance.now() - started >= 15, 'refused after about maxWaitMs');
+  assert.equal(admission.waiting, 0);
+  admission.done();
+  assert.equal(admission.inflight, 0, 'a timed-out waiter took no place');
+  const noWait = new AdmissionController({ targetLagMs: 20, maxInflight: 1 });
+  assert.equal(noWait.admit(), true);
+  assert.equal(noWait.wait(), null);
+  const hasRoom = new AdmissionController({ targetLagMs: 20, maxInflight: 2, maxWaitMs: 20, maxWaiting: 4 });
+  assert.equal(hasRoom.wait(), null, 'no waiting while a place is free (admit() refused for lag, not for room)');
+});

@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import os from 'node:os';
 import assert from 'node:assert/strict';
 import { ConfigError, loadConfig } from '../src/config.js';
 
@@ -35,14 +36,15 @@ test('providers keep their preference order and always end with cpu', () => {
 });
 
 test('HTTP_PROCESSES shares the cores and the in-flight budget out among the processes', () => {
+  const cores = os.availableParallelism();
   const single = loadConfig({});
   assert.equal(single.httpProcesses, 1);
-  assert.equal(single.maxInflightRequests, 32);
+  assert.equal(single.maxInflightRequests, 4 * cores, 'a host budget of 4 per core');
   const two = loadConfig({ HTTP_PROCESSES: '2' });
   assert.equal(two.httpProcesses, 2);
-  assert.equal(two.maxInflightRequests, 16, 'the host budget of 32 split in two');
+  assert.equal(two.maxInflightRequests, Math.max(2, Math.ceil((4 * cores) / 2)), 'the host budget split in two');
   assert.ok(two.poolSize >= 1 && two.poolSize <= single.poolSize);
-  assert.equal(loadConfig({ HTTP_PROCESSES: '64' }).maxInflightRequests, 4, 'never below 4');
+  assert.equal(loadConfig({ HTTP_PROCESSES: '64' }).maxInflightRequests, Math.max(2, Math.ceil((4 * cores) / 64)), 'never below 2');
   assert.equal(loadConfig({ HTTP_PROCESSES: '2', MAX_INFLIGHT_REQUESTS: '40', POOL_SIZE: '3' }).maxInflightRequests, 40, 'explicit values win');
   assert.throws(() => loadConfig({ HTTP_PROCESSES: '0' }), /HTTP_PROCESSES/);
 });

@@ -6,10 +6,11 @@ import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest, startApp } from './helpers/app.js';
 import type { FastifyInstance } from 'fastify';
+import type { Config } from '../src/config.js';
 
-async function withApp(t: import('node:test').TestContext, versions?: Parameters<typeof makeRepo>[0]): Promise<FastifyInstance> {
+async function withApp(t: import('node:test').TestContext, versions?: Parameters<typeof makeRepo>[0], overrides: Partial<Config> = {}): Promise<FastifyInstance> {
   const repo = makeRepo(versions);
-  const app = await startApp(repo.dir);
+  const app = await startApp(repo.dir, overrides);
   t.after(async () => {
     await app.close();
     repo.cleanup();
@@ -105,7 +106,8 @@ test('2000 candidates with a 4096-event history are scored; the history is trunc
 });
 
 test('concurrent requests are batched together without mixing results', async (t) => {
-  const app = await withApp(t);
+  // All 24 admitted at once (the default in-flight cap would shed most of them).
+  const app = await withApp(t, undefined, { maxInflightRequests: 24 });
   const bodies = Array.from({ length: 24 }, (_, i) => sampleRequest(10 + (i % 7) * 13, (i * 37) % 300, 100 + i));
   const alone: Array<{ ranked: Array<{ adId: number; pctr: number }> }> = [];
   for (const b of bodies) alone.push((await app.inject({ method: 'POST', url: '/v1/rank', payload: b })).json());

@@ -71,7 +71,7 @@ test('/v1/rank answers the same through bounded parse turns (while shedding) as 
   const { makeRepo } = await import('./helpers/fixture-repo.js');
   const { sampleRequest, startApp } = await import('./helpers/app.js');
   const repo = makeRepo();
-  const inline = await startApp(repo.dir, { parseTurnBudgetMs: 0 });
+  const inline = await startApp(repo.dir, { parseTurnBudgetMs: 0, maxInflightRequests: 100 });
   // Twelve requests at once against a cap of twelve: all are admitted, and the last one admitted
   // makes admission control report overload, so their bodies are parsed about one per turn.
   const bounded = await startApp(repo.dir, { parseTurnBudgetMs: 0.001, maxInflightRequests: 12 });

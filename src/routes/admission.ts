@@ -21,9 +21,28 @@ export interface AdmissionOptions {
    * wait ~ in-flight x main-thread cost per request).
    */
   maxInflight?: number;
+  /**
+   * Requests that find every place taken may wait this long for one, at most `maxWaiting` of them,
+   * first come first served: a burst a little larger than the bound is absorbed instead of refused,
+   * while sustained overload is still refused within `maxWaitMs`. 0 = refuse at once.
+   */
+  maxWaitMs?: number;
+  maxWaiting?: number;
   intervalMs?: number;
   /** Injectable for tests. */
   random?: () => number;
+}
+
+/** A request waiting for a place: `granted` settles true when one is handed over, false otherwise. */
+export interface AdmissionTicket {
+  granted: Promise<boolean>;
+  /** Give up waiting (the client went away); `granted` settles false. No effect once settled. */
+  cancel(): void;
+}
+
+interface Waiter {
+  resolve: (granted: boolean) => void;
+  timer: NodeJS.Timeout;
 }
 
 export class AdmissionController {
@@ -31,6 +50,9 @@ export class AdmissionController {
   readonly #interval: number;
   readonly #random: () => number;
   readonly #maxInflight: number;
+  readonly #maxWaitMs: number;
+  readonly #maxWaiting: number;
+  #waiters: Waiter[] = [];
   inflight = 0;
   #timer: NodeJS.Timeout | null = null;
   #expected = 0;
@@ -44,6 +66,8 @@ export class AdmissionController {
     this.#interval = options.intervalMs ?? 10;
     this.#random = options.random ?? Math.random;
     this.#maxInflight = options.maxInflight ?? Infinity;
+    this.#maxWaitMs = options.maxWaitMs ?? 0;
+    this.#maxWaiting = options.maxWaitMs ? (options.maxWaiting ?? 0) : 0;
   }
 
   start(): void {
@@ -85,6 +109,11 @@ export class AdmissionController {
     return this.shedProbability > 0 || this.inflight >= this.#maxInflight;
   }
 
+  /** Requests waiting for a place now. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
   /** Admit one request (the caller must call `done()` exactly once when it ends), or refuse it. */
   admit(): boolean {
     if (this.inflight >= this.#maxInflight) return false;
@@ -93,7 +122,36 @@ export class AdmissionController {
     return true;
   }
 
+  /**
+   * After admit() refused because every place is taken: wait for one, or null when waiting is off
+   * or the waiting line is full (refuse at once). A granted ticket holds a place like admit().
+   */
+  wait(): AdmissionTicket | null {
+    if (this.inflight < this.#maxInflight || this.#waiters.length >= this.#maxWaiting) return null;
+    let waiter!: Waiter;
+    const granted = new Promise<boolean>((resolve) => {
+      waiter = { resolve, timer: setTimeout(() => this.#leave(waiter, false), this.#maxWaitMs) };
+    });
+    this.#waiters.push(waiter);
+    return { granted, cancel: () => this.#leave(waiter, false) };
+  }
+
+  /** One admitted request ended: its place goes to the oldest waiter, if any. */
   done(): void {
+    const next = this.#waiters.shift();
+    if (next) {
+      clearTimeout(next.timer);
+      next.resolve(true);
+      return;
+    }
     this.inflight--;
+  }
+
+  #leave(waiter: Waiter, granted: boolean): void {
+    const at = this.#waiters.indexOf(waiter);
+    if (at < 0) return;
+    this.#waiters.splice(at, 1);
+    clearTimeout(waiter.timer);
+    waiter.resolve(granted);
   }
 }
