@@ -21,6 +21,7 @@ import { ShadowRunner } from './ranking/shadow.js';
 import { UserCache } from './ranking/user-cache.js';
 import { adminRoutes } from './routes/admin.js';
 import { AdmissionController } from './routes/admission.js';
+import { connectionFlood } from './routes/turn-queue.js';
 import { handleError } from './routes/errors.js';
 import { rankRoutes } from './routes/rank.js';
 import { v2Routes } from './routes/v2.js';
@@ -91,7 +92,18 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   cluster?.onFlagsChanged(() => void loader.scan());
   registry.on('state', (entry, previous) => {
     metrics.versionState.remove({ model: entry.name, version: String(entry.version), state: previous });
-    metrics.versionState.set({ model: entry.name, version: String(entry.version), state: entry.state }, 1);
+    if (entry.state !== 'unloaded') metrics.versionState.set({ model: entry.name, version: String(entry.version), state: entry.state }, 1);
+  });
+  registry.on('forgotten', (entry) => metrics.versionState.remove({ model: entry.name, version: String(entry.version), state: entry.state }));
+  metrics.sampleVersionCounts(() => {
+    const counts = new Map<string, [{ model: string; state: string }, number]>();
+    for (const entry of registry.all()) {
+      const key = `${entry.name}\0${entry.state}`;
+      const row = counts.get(key) ?? [{ model: entry.name, state: entry.state }, 0];
+      row[1]++;
+      counts.set(key, row);
+    }
+    return [...counts.values()];
   });
   const service = new RankService(registry, pool, cache, metrics, config, {
     observe: (o) => canary.observe(o),
@@ -166,7 +178,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         },
       });
   });
-  await app.register(rankRoutes, { config, service, metrics, overloaded: () => admission.overloaded });
+  const boundParseTurns = connectionFlood(app.server, () => admission.overloaded);
+  await app.register(rankRoutes, { config, service, metrics, boundParseTurns });
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
   metrics.sampleQueuedCandidates(() => pool.queuedCandidates);
   // In a cluster a scrape reaches one process; it answers with the sum over all of them.

@@ -5,6 +5,7 @@ export function createMetrics() {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
   let readQueued: () => number = () => 0;
+  let readVersionCounts: () => Array<[{ model: string; state: string }, number]> = () => [];
   const ms = [0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 250, 1000];
   return {
     registry,
@@ -28,12 +29,25 @@ export function createMetrics() {
     shed: new client.Counter({ name: 'rank_shed_total', help: 'Requests shed before scoring', labelNames: ['reason'], registers: [registry] }),
     parseTurnsYielded: new client.Counter({
       name: 'rank_parse_turns_yielded_total',
-      help: 'Event-loop turns that stopped parsing request bodies at PARSE_TURN_BUDGET_MS with bodies still queued (while shedding)',
+      help: 'Event-loop turns that stopped parsing request bodies at PARSE_TURN_BUDGET_MS with bodies still queued (during a connection flood)',
       registers: [registry],
     }),
     workerExits: new client.Counter({ name: 'inference_worker_exits_total', help: 'Inference workers that exited unexpectedly', registers: [registry] }),
     // 'max' across cluster processes: each process holds the same versions, and 1 must stay 1.
-    versionState: new client.Gauge({ name: 'model_version_state', help: '1 for the state each known model version is in', labelNames: ['model', 'version', 'state'], registers: [registry], aggregator: 'max' }),
+    // Unloaded versions (every version ever published whose folder is still on disk) are only
+    // counted in model_versions, so that the per-version series stay bounded by what is live.
+    versionState: new client.Gauge({ name: 'model_version_state', help: '1 for the state each model version that is not unloaded is in', labelNames: ['model', 'version', 'state'], registers: [registry], aggregator: 'max' }),
+    versionCount: new client.Gauge({
+      name: 'model_versions',
+      help: 'Model versions known to the registry, by model and state',
+      labelNames: ['model', 'state'],
+      registers: [registry],
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const [labels, count] of readVersionCounts()) this.set(labels, count);
+      },
+    }),
     provider: new client.Gauge({ name: 'model_execution_provider', help: '1 for the execution provider each loaded version runs on', labelNames: ['model', 'version', 'provider'], registers: [registry], aggregator: 'max' }),
     loadFailures: new client.Counter({ name: 'model_load_failures_total', help: 'Model versions that failed loading or the validation gate', labelNames: ['model'], registers: [registry] }),
     rolloutRejected: new client.Counter({ name: 'rollout_rejected_total', help: 'Rollout flag files rejected (the last good flags stay)', registers: [registry] }),
@@ -44,6 +58,9 @@ export function createMetrics() {
     truncated: new client.Counter({ name: 'rank_history_truncated_total', help: 'Requests whose history was longer than the model uses', registers: [registry] }),
     sampleQueuedCandidates(read: () => number): void {
       readQueued = read;
+    },
+    sampleVersionCounts(read: () => Array<[{ model: string; state: string }, number]>): void {
+      readVersionCounts = read;
     },
   };
 }

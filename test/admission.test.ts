@@ -73,3 +73,18 @@ test('a waiting request is refused after maxWaitMs, and waiting is off by defaul
   const hasRoom = new AdmissionController({ targetLagMs: 20, maxInflight: 2, maxWaitMs: 20, maxWaiting: 4 });
   assert.equal(hasRoom.wait(), null, 'no waiting while a place is free (admit() refused for lag, not for room)');
 });
+
+test('overload means refusing: a full bound with room in the waiting line is not overload, a refusal is for 100 ms', async () => {
+  const admission = new AdmissionController({ targetLagMs: 20, maxInflight: 1, maxWaitMs: 1000, maxWaiting: 1 });
+  assert.equal(admission.admit(), true);
+  assert.equal(admission.overloaded, false, 'busy, not overloaded');
+  const ticket = admission.wait()!;
+  assert.equal(admission.overloaded, false, 'a request waiting for a place is not a refusal');
+  assert.equal(admission.wait(), null);
+  assert.equal(admission.overloaded, true, 'the line was full: a request was refused');
+  await new Promise((resolve) => setTimeout(resolve, 120));
+  assert.equal(admission.overloaded, false, 'no refusal in the last 100 ms');
+  ticket.cancel();
+  assert.equal(await ticket.granted, false);
+  assert.equal(admission.overloaded, false, 'a client that leaves the line is not a refusal');
+});

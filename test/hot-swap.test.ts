@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, truncateSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { defaultRollout, fixtureDir, makeRepo, writeRolloutFile, writeVersion, type VersionSpec } from './helpers/fixture-repo.js';
 import { kAdminAuth, sampleRequest, startApp } from './helpers/app.js';
@@ -46,6 +46,34 @@ test('a published version loads in the background, becomes ready, and takes traf
   writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 1, 'feed-cvr': 1 }));
   await loader.scan();
   assert.equal((await rank(app)).models.ctr.version, 1);
+});
+
+test('per-version metrics cover live versions only; unloaded and deleted ones are counted by state', async (t) => {
+  const { app, repo, loader, registry } = await setup(t);
+  const metrics = async () => (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  writeVersion(repo, { name: 'feed-ctr', version: 3, variant: 'v1' });
+  await loader.scan();
+  // keepVersions (2): v2 and v3 stay loaded, v1 (stable in the flags) too; nothing unloaded yet.
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 3, 'feed-cvr': 1 }));
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 1)!.state, 'unloaded');
+  let body = await metrics();
+  assert.doesNotMatch(body, /model_version_state\{model="feed-ctr",version="1"/, 'an unloaded version has no per-version series');
+  assert.match(body, /^model_version_state\{model="feed-ctr",version="3",state="ready"\} 1$/m);
+  assert.match(body, /^model_versions\{model="feed-ctr",state="unloaded"\} 1$/m);
+  assert.match(body, /^model_versions\{model="feed-ctr",state="ready"\} 2$/m);
+  // A broken version that is then deleted leaves nothing behind.
+  writeVersion(repo, { name: 'feed-ctr', version: 4, variant: 'nan' });
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 4)!.state, 'failed');
+  assert.match(await metrics(), /^model_version_state\{model="feed-ctr",version="4",state="failed"\} 1$/m);
+  rmSync(path.join(repo, 'feed-ctr', '4'), { recursive: true });
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 4), undefined);
+  body = await metrics();
+  assert.doesNotMatch(body, /model_version_state\{model="feed-ctr",version="4"/);
+  assert.doesNotMatch(body, /^model_versions\{model="feed-ctr",state="failed"\}/m);
 });
 
 test('hidden and temporary directories are ignored', async (t) => {

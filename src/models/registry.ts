@@ -120,6 +120,7 @@ export class ModelRegistry extends EventEmitter {
   forget(entry: ModelVersion): void {
     this.#versions.get(entry.name)?.delete(entry.version);
     if (this.#versions.get(entry.name)?.size === 0) this.#versions.delete(entry.name);
+    this.emit('forgotten', entry);
   }
 
   setState(entry: ModelVersion, state: VersionState, reason: string | null = null): void {

@@ -45,6 +45,8 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
+const kRecentRefusalMs = 100;
+
 export class AdmissionController {
   readonly #target: number;
   readonly #interval: number;
@@ -53,6 +55,7 @@ export class AdmissionController {
   readonly #maxWaitMs: number;
   readonly #maxWaiting: number;
   #waiters: Waiter[] = [];
+  #refusedAt = -Infinity;
   inflight = 0;
   #timer: NodeJS.Timeout | null = null;
   #expected = 0;
@@ -104,9 +107,13 @@ export class AdmissionController {
     }
   }
 
-  /** Shedding now: new requests are being refused, or would be. */
+  /**
+   * Shedding now: the lag controller is refusing a share of arrivals, or a request was refused in
+   * the last 100 ms. A full bound alone is not overload: with a waiting line it is the normal state
+   * of a busy server (and bounding parse turns then cost a quarter of the peak).
+   */
   get overloaded(): boolean {
-    return this.shedProbability > 0 || this.inflight >= this.#maxInflight;
+    return this.shedProbability > 0 || performance.now() - this.#refusedAt < kRecentRefusalMs;
   }
 
   /** Requests waiting for a place now. */
@@ -117,7 +124,10 @@ export class AdmissionController {
   /** Admit one request (the caller must call `done()` exactly once when it ends), or refuse it. */
   admit(): boolean {
     if (this.inflight >= this.#maxInflight) return false;
-    if (this.shedProbability > 0 && this.#random() < this.shedProbability) return false;
+    if (this.shedProbability > 0 && this.#random() < this.shedProbability) {
+      this.#refusedAt = performance.now();
+      return false;
+    }
     this.inflight++;
     return true;
   }
@@ -127,10 +137,18 @@ export class AdmissionController {
    * or the waiting line is full (refuse at once). A granted ticket holds a place like admit().
    */
   wait(): AdmissionTicket | null {
-    if (this.inflight < this.#maxInflight || this.#waiters.length >= this.#maxWaiting) return null;
+    if (this.inflight < this.#maxInflight) return null;
+    if (this.#waiters.length >= this.#maxWaiting) {
+      this.#refusedAt = performance.now();
+      return null;
+    }
     let waiter!: Waiter;
     const granted = new Promise<boolean>((resolve) => {
-      waiter = { resolve, timer: setTimeout(() => this.#leave(waiter, false), this.#maxWaitMs) };
+      const timedOut = () => {
+        this.#refusedAt = performance.now();
+        this.#leave(waiter, false);
+      };
+      waiter = { resolve, timer: setTimeout(timedOut, this.#maxWaitMs) };
     });
     this.#waiters.push(waiter);
     return { granted, cancel: () => this.#leave(waiter, false) };

@@ -17,22 +17,25 @@ export interface RankRouteOptions {
   config: Config;
   service: RankService;
   metrics: Metrics;
-  /** True while admission control is shedding (src/routes/admission.ts). */
-  overloaded: () => boolean;
+  /**
+   * True while requests are being refused and new connections keep arriving: a flood of connections
+   * waiting for accept(), which is when parse turns are bounded (src/app.ts).
+   */
+  boundParseTurns: () => boolean;
 }
 
-export async function rankRoutes(app: FastifyInstance, { config, service, metrics, overloaded }: RankRouteOptions): Promise<void> {
+export async function rankRoutes(app: FastifyInstance, { config, service, metrics, boundParseTurns }: RankRouteOptions): Promise<void> {
   const schema = rankSchemas(config);
   if (config.parseTurnBudgetMs > 0) {
     // Fastify's own JSON parser (prototype-poisoning checks, its error codes), run from a queue:
     // whole bursts while the server keeps up (they feed cross-request batching), turns bounded to the
-    // budget while admission control sheds, which is when a flood of new connections waits for
-    // accept(). Bounding also when a burst merely grew large fed on itself near capacity (smaller
-    // batches, slower, more shedding): docs/DESIGN-NOTES.md 12.
+    // budget while a flood of new connections waits for accept(). Bounding whenever a burst merely
+    // grew large, or whenever requests were refused, fed on itself near capacity (smaller batches,
+    // slower, more refusals): docs/DESIGN-NOTES.md 12.
     const parseJson = app.getDefaultJsonParser('error', 'error');
     // The parser reports its own errors through done(); anything thrown here is a bug downstream.
     const parseTurns = new TurnQueue(
-      () => (overloaded() ? config.parseTurnBudgetMs : Infinity),
+      () => (boundParseTurns() ? config.parseTurnBudgetMs : Infinity),
       (error) => app.log.error({ err: error }, 'uncaught error while parsing a request'),
       () => metrics.parseTurnsYielded.inc(),
     );

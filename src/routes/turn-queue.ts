@@ -9,6 +9,18 @@
  * bursts are also what cross-request batching feeds on, so the caller keeps them whole until the
  * server is overloaded (src/routes/rank.ts).
  */
+/**
+ * When to bound parse turns: during a connection flood, that is while requests are being refused
+ * (`refusing`) and the server accepted a new connection within `windowMs`. Keep-alive clients that
+ * are refused (a closed loop above the in-flight bound) open no new connections, and bounding their
+ * turns would only cost throughput.
+ */
+export function connectionFlood(server: { on(event: 'connection', listener: () => void): unknown }, refusing: () => boolean, windowMs = 100, now: () => number = () => performance.now()): () => boolean {
+  let connectedAt = -Infinity;
+  server.on('connection', () => (connectedAt = now()));
+  return () => refusing() && now() - connectedAt < windowMs;
+}
+
 export class TurnQueue {
   #jobs: Array<() => void> = [];
   #head = 0;
