@@ -23,7 +23,7 @@ import { startServer, type ServerHandle } from './lib/server.js';
 import { round, summarize } from './lib/stats.js';
 import { projectRoot } from '../src/paths.js';
 import type { RankRequest } from '../src/features/request.js';
-import type { Surface } from '../world/index.js';
+import { kSurfaces } from '../world/index.js';
 
 const log = (message: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
     bodies: flagNumber(flags, 'bodies', quick ? 12 : 200),
     candidates: flagNumber(flags, 'candidates', 500),
     history: flagNumber(flags, 'history', 256),
-    surface: flagText(flags, 'surface', 'feed') as Surface,
+    surface: flagChoice(flags, 'surface', kSurfaces, 'feed'),
     format: flagChoice(flags, 'format', ['rows', 'columns'] as const, 'rows'),
     seed: flagNumber(flags, 'seed', 7),
     ceilingS: flagNumber(flags, 'ceiling-seconds', quick ? 0.3 : 3),

@@ -17,7 +17,7 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { flagNumber, flagText, parseFlags } from './lib/args.js';
+import { flagChoice, flagNumber, flagText, parseFlags } from './lib/args.js';
 import { makeBodies, userIdTemplates } from './lib/bodies.js';
 import { closedLoop, openLoop, windowOf, type Sample } from './lib/load.js';
 import { copyRepo, openRepo, publishVersion, readRolloutFile, versionsOnDisk } from './lib/repo.js';
@@ -26,7 +26,7 @@ import { startServer, type ServerHandle } from './lib/server.js';
 import { scrape, serverSide } from './lib/metrics.js';
 import { linearFit, round, summarize } from './lib/stats.js';
 import { projectRoot } from '../src/paths.js';
-import type { Surface } from '../world/index.js';
+import { kSurfaces } from '../world/index.js';
 
 const log = (message: string) => process.stderr.write(`[swap ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     quick,
     repo: flagText(flags, 'repo', './models'),
     fixtures: flags.has('fixtures'),
-    surface: flagText(flags, 'surface', 'feed') as Surface,
+    surface: flagChoice(flags, 'surface', kSurfaces, 'feed'),
     model: flags.has('model') ? flagText(flags, 'model', '') : null,
     cycles: flagNumber(flags, 'cycles', quick ? 6 : 100),
     rssEvery: Math.max(1, flagNumber(flags, 'rss-every', quick ? 2 : 10)),

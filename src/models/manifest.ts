@@ -11,7 +11,8 @@ import { Ajv } from 'ajv';
 import { Errors } from '../errors.js';
 import { schemaPath } from '../paths.js';
 
-export type Surface = 'feed' | 'stories' | 'reels' | 'marketplace';
+export const kSurfaces = ['feed', 'stories', 'reels', 'marketplace'] as const;
+export type Surface = (typeof kSurfaces)[number];
 export type Objective = 'ctr' | 'cvr';
 export type SymbolicDim = 'R' | 'N' | 'L' | number;
 

@@ -4,7 +4,7 @@
  * values spread around each feature's mean), so any model version can be checked without data.
  * The app may inject another source (the world simulator's request generator).
  */
-import type { Manifest } from './manifest.js';
+import { kSurfaces, type Manifest } from './manifest.js';
 import type { FeatureMap, RankRequest } from '../features/request.js';
 import { createWorld, generateRankRequest, type World } from '../../world/index.js';
 
@@ -19,7 +19,6 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-const kSurfaces = ['feed', 'stories', 'reels', 'marketplace'];
 const kEvents = ['impression', 'impression', 'impression', 'click', 'conversion'];
 
 export function manifestReferenceRequests(manifest: Manifest, count: number): RankRequest[] {

@@ -1,11 +1,12 @@
 /** JSON Schemas for POST /v1/rank, compiled once at boot by Fastify; limits come from config. */
 import type { Config } from '../config.js';
+import { kSurfaces } from '../models/manifest.js';
 
 const kMaxId = Number.MAX_SAFE_INTEGER;
 
 export function rankSchemas(config: Pick<Config, 'maxCandidates' | 'maxHistory' | 'maxFeatureEntries'>) {
   const id = { type: 'integer', minimum: 0, maximum: kMaxId };
-  const surface = { type: 'string', enum: ['feed', 'stories', 'reels', 'marketplace'] };
+  const surface = { type: 'string', enum: [...kSurfaces] };
   const featureValue = { anyOf: [{ type: 'number' }, { type: 'string', maxLength: 128 }] };
   const features = { type: 'object', maxProperties: config.maxFeatureEntries, additionalProperties: featureValue };
   // One definition per field, used by both the row form (an array of objects) and the columnar form
