@@ -178,6 +178,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         },
       });
   });
+  metrics.sampleAdmission(() => ({ inflight: admission.inflight, waiting: admission.waiting }));
   const boundParseTurns = connectionFlood(app.server, () => admission.overloaded);
   await app.register(rankRoutes, { config, service, metrics, boundParseTurns });
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });

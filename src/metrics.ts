@@ -6,6 +6,7 @@ export function createMetrics() {
   client.collectDefaultMetrics({ register: registry });
   let readQueued: () => number = () => 0;
   let readVersionCounts: () => Array<[{ model: string; state: string }, number]> = () => [];
+  let readAdmission: () => { inflight: number; waiting: number } = () => ({ inflight: 0, waiting: 0 });
   const ms = [0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 250, 1000];
   return {
     registry,
@@ -27,6 +28,17 @@ export function createMetrics() {
       },
     }),
     shed: new client.Counter({ name: 'rank_shed_total', help: 'Requests shed before scoring', labelNames: ['reason'], registers: [registry] }),
+    admission: new client.Gauge({
+      name: 'rank_admission_requests',
+      help: 'Admitted /v1/rank requests in progress (in_flight) and requests waiting for a place (waiting)',
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        const { inflight, waiting } = readAdmission();
+        this.set({ state: 'in_flight' }, inflight);
+        this.set({ state: 'waiting' }, waiting);
+      },
+    }),
     parseTurnsYielded: new client.Counter({
       name: 'rank_parse_turns_yielded_total',
       help: 'Event-loop turns that stopped parsing request bodies at PARSE_TURN_BUDGET_MS with bodies still queued (during a connection flood)',
@@ -58,6 +70,9 @@ export function createMetrics() {
     truncated: new client.Counter({ name: 'rank_history_truncated_total', help: 'Requests whose history was longer than the model uses', registers: [registry] }),
     sampleQueuedCandidates(read: () => number): void {
       readQueued = read;
+    },
+    sampleAdmission(read: () => { inflight: number; waiting: number }): void {
+      readAdmission = read;
     },
     sampleVersionCounts(read: () => Array<[{ model: string; state: string }, number]>): void {
       readVersionCounts = read;

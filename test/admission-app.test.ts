@@ -1,6 +1,7 @@
 /** Admission control in the app: the in-flight bound, its short waiting line, and what a shed request gets. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
 import { makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest, startApp } from './helpers/app.js';
 import type { Config } from '../src/config.js';
@@ -46,4 +47,53 @@ test('when the waiting line is full, the rest are refused at once', async (t) =>
   assert.equal(codes.filter((c) => c === 503).length, 2);
   assert.equal(shed, 2);
   assert.equal((await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(10, 5, 99) })).statusCode, 200);
+});
+
+test('a client that leaves the waiting line or drops an admitted request leaks no place', { timeout: 60_000 }, async (t) => {
+  const repo = makeRepo();
+  const app = await startApp(repo.dir, { maxInflightRequests: 1, admissionWaitMs: 10_000, admissionWaitQueue: 2 });
+  const sockets: Socket[] = [];
+  t.after(async () => {
+    // A half-sent request would otherwise hold app.close() open when an assertion fails early.
+    for (const socket of sockets) socket.destroy();
+    await app.close();
+    repo.cleanup();
+  });
+  const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+  const admission = async () => {
+    const body = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    const read = (state: string) => Number(body.match(new RegExp(`^rank_admission_requests\\{state="${state}"\\} (\\d+)`, 'm'))?.[1]);
+    return { inflight: read('in_flight'), waiting: read('waiting') };
+  };
+  const until = async (want: { inflight: number; waiting: number }) => {
+    for (let i = 0; i < 200; i++) {
+      const now = await admission();
+      if (now.inflight === want.inflight && now.waiting === want.waiting) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.deepEqual(await admission(), want);
+  };
+  const body = JSON.stringify(sampleRequest(20, 10, 1));
+  const open = (payload: string) => {
+    const socket = connect(Number(url.port), url.hostname);
+    sockets.push(socket);
+    socket.on('error', () => undefined);
+    socket.write(`POST /v1/rank HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${payload}`);
+    return socket;
+  };
+  // A: admitted, then stalls half-way through its body, holding the only place.
+  const a = open(body.slice(0, 100));
+  await until({ inflight: 1, waiting: 0 });
+  // B: complete, but waits in line behind A; then its client goes away.
+  const b = open(body);
+  await until({ inflight: 1, waiting: 1 });
+  b.destroy();
+  await until({ inflight: 1, waiting: 0 });
+  // A's client goes away too: its place comes back.
+  a.destroy();
+  await until({ inflight: 0, waiting: 0 });
+  // The bound and the line work as before: three at once, one in flight and two waiting, all served.
+  const codes = await Promise.all([1, 2, 3].map(async (seed) => (await fetch(`${url.origin}/v1/rank`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sampleRequest(20, 10, seed)) })).status));
+  assert.deepEqual(codes, [200, 200, 200]);
+  await until({ inflight: 0, waiting: 0 });
 });
