@@ -146,8 +146,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   // 'close' fires once whether the response finished or the client went away.
   const hold = (reply: FastifyReply) => reply.raw.once('close', () => admission.done());
+  // Scoring routes share the main thread and the workers, so they share the bound: /v1/rank and
+  // the OIP infer routes (raw tensors, which would otherwise queue batches on the workers unbounded).
+  const admitted = new Set(['/v1/rank', '/v2/models/:name/infer', '/v2/models/:name/versions/:version/infer']);
   app.addHook('onRequest', async (request, reply) => {
-    if (request.url !== '/v1/rank') return;
+    if (!admitted.has(request.routeOptions.url ?? '')) return;
     if (admission.admit()) {
       hold(reply);
       return;
@@ -167,7 +170,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     const full = admission.inflight >= config.maxInflightRequests;
     metrics.shed.inc({ reason: full ? 'inflight' : 'event_loop' });
-    metrics.requests.inc({ surface: 'unparsed', code: '503' });
+    if (request.routeOptions.url === '/v1/rank') metrics.requests.inc({ surface: 'unparsed', code: '503' });
     return reply
       .code(503)
       .header('retry-after', '1')

@@ -2,7 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
-import { makeRepo } from './helpers/fixture-repo.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest, startApp } from './helpers/app.js';
 import type { Config } from '../src/config.js';
 
@@ -96,4 +98,30 @@ test('a client that leaves the waiting line or drops an admitted request leaks n
   const codes = await Promise.all([1, 2, 3].map(async (seed) => (await fetch(`${url.origin}/v1/rank`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sampleRequest(20, 10, seed)) })).status));
   assert.deepEqual(codes, [200, 200, 200]);
   await until({ inflight: 0, waiting: 0 });
+});
+
+test('the OIP infer routes share the bound: beyond it they are refused before their body is parsed', async (t) => {
+  const golden = JSON.parse(readFileSync(path.join(fixtureDir, 'v1.golden.json'), 'utf8'));
+  const c = golden.cases[0];
+  const inputs = Object.entries(c.inputs as Record<string, { dtype: string; shape: number[]; data: number[] }>).map(([name, x]) => ({
+    name,
+    datatype: x.dtype === 'int64' ? 'INT64' : 'FP32',
+    shape: x.shape,
+    data: x.data,
+  }));
+  const repo = makeRepo();
+  const app = await startApp(repo.dir, { maxInflightRequests: 1, admissionWaitMs: 0 });
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  const urls = ['/v2/models/feed-ctr/infer', '/v2/models/feed-ctr/versions/1/infer', '/v1/rank', '/v2/models/feed-ctr/infer'];
+  const responses = await Promise.all(urls.map((url) => app.inject({ method: 'POST', url, payload: url === '/v1/rank' ? sampleRequest(10, 5, 1) : { inputs } })));
+  assert.deepEqual(responses.map((r) => r.statusCode), [200, 503, 503, 503]);
+  assert.equal(responses[1].json().error.code, 'SERVER_OVERLOADED');
+  // Metadata and health are never refused.
+  const meta = await Promise.all([app.inject({ method: 'GET', url: '/v2/models/feed-ctr' }), app.inject({ method: 'GET', url: '/v2/health/ready' })]);
+  assert.deepEqual(meta.map((r) => r.statusCode), [200, 200]);
+  // rank_requests_total counts /v1/rank only.
+  assert.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /^rank_requests_total\{surface="unparsed",code="503"\} 1$/m);
 });
