@@ -5,7 +5,8 @@
  * `intervalMs` the lateness of a timer (event-loop lag) and the loop's utilization are sampled, and
  * a shed probability rises in proportion to how far the smoothed lag is above its target and decays
  * when the loop has slack. New requests are refused in `onRequest`, before their body is parsed, so
- * a refusal costs a small fraction of serving the request.
+ * a refusal costs a small fraction of serving the request. Beside it, a bound on admitted requests
+ * in progress, with a short first-come waiting line for bursts (docs/DESIGN-NOTES.md 13).
  *
  * @fastify/under-pressure was tried first: it averages delay over a sample interval (1 s by default)
  * and then refuses everything or nothing, which at 2x overload still let latency climb to seconds.
