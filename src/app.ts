@@ -95,16 +95,6 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     if (entry.state !== 'unloaded') metrics.versionState.set({ model: entry.name, version: String(entry.version), state: entry.state }, 1);
   });
   registry.on('forgotten', (entry) => metrics.versionState.remove({ model: entry.name, version: String(entry.version), state: entry.state }));
-  metrics.sampleVersionCounts(() => {
-    const counts = new Map<string, [{ model: string; state: string }, number]>();
-    for (const entry of registry.all()) {
-      const key = `${entry.name}\0${entry.state}`;
-      const row = counts.get(key) ?? [{ model: entry.name, state: entry.state }, 0];
-      row[1]++;
-      counts.set(key, row);
-    }
-    return [...counts.values()];
-  });
   const service = new RankService(registry, pool, cache, metrics, config, {
     observe: (o) => canary.observe(o),
     shadow: (request, objective, primary, versions) => shadow.schedule(request, primary, versions),
@@ -181,11 +171,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         },
       });
   });
-  metrics.sampleAdmission(() => ({ inflight: admission.inflight, waiting: admission.waiting }));
   const boundParseTurns = connectionFlood(app.server, () => admission.overloaded);
   await app.register(rankRoutes, { config, service, metrics, boundParseTurns });
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
-  metrics.sampleQueuedCandidates(() => pool.queuedCandidates);
+  metrics.sample({
+    queuedCandidates: () => pool.queuedCandidates,
+    admission: () => ({ inflight: admission.inflight, waiting: admission.waiting }),
+    versions: () => registry.all(),
+  });
   // In a cluster a scrape reaches one process; it answers with the sum over all of them.
   app.get('/metrics', async (_request, reply) =>
     reply.header('content-type', metrics.registry.contentType).send(cluster ? await cluster.metrics() : await metrics.registry.metrics()),

@@ -35,10 +35,10 @@ export interface Config {
   maxEventLoopDelayMs: number;
   /**
    * When > 0, bodies are parsed from a queue (src/routes/turn-queue.ts) whose event-loop turns are
-   * bounded to this many ms while admission control sheds. 0 = Fastify parses inline.
+   * bounded to this many ms during a connection flood. 0 = Fastify parses inline.
    */
   parseTurnBudgetMs: number;
-  /** Admitted /v1/rank requests in progress at once, per process; beyond it new ones are shed before parsing. */
+  /** Admitted scoring requests (/v1/rank, OIP infer) in progress at once, per process; beyond it new ones wait or are shed before parsing. */
   maxInflightRequests: number;
   /** A request that finds every in-flight place taken waits up to this long for one (0 = refuse at once)... */
   admissionWaitMs: number;

@@ -1,12 +1,17 @@
 /** Prometheus metrics: one registry per app, counter/histogram updates only on the hot path. */
 import client from 'prom-client';
 
+/** What the gauges read at collection time, so that every process of a cluster reports its own. */
+export interface MetricSources {
+  queuedCandidates(): number;
+  admission(): { inflight: number; waiting: number };
+  versions(): Iterable<{ name: string; state: string }>;
+}
+
 export function createMetrics() {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
-  let readQueued: () => number = () => 0;
-  let readVersionCounts: () => Array<[{ model: string; state: string }, number]> = () => [];
-  let readAdmission: () => { inflight: number; waiting: number } = () => ({ inflight: 0, waiting: 0 });
+  const sources: MetricSources = { queuedCandidates: () => 0, admission: () => ({ inflight: 0, waiting: 0 }), versions: () => [] };
   const ms = [0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 250, 1000];
   return {
     registry,
@@ -22,19 +27,18 @@ export function createMetrics() {
       name: 'inference_queued_candidates',
       help: 'Candidates waiting for a worker',
       registers: [registry],
-      // Read at collection time, so that every process of a cluster reports its current value.
       collect() {
-        this.set(readQueued());
+        this.set(sources.queuedCandidates());
       },
     }),
     shed: new client.Counter({ name: 'rank_shed_total', help: 'Requests shed before scoring', labelNames: ['reason'], registers: [registry] }),
     admission: new client.Gauge({
       name: 'rank_admission_requests',
-      help: 'Admitted /v1/rank requests in progress (in_flight) and requests waiting for a place (waiting)',
+      help: 'Admitted scoring requests (/v1/rank, OIP infer) in progress (in_flight) and requests waiting for a place (waiting)',
       labelNames: ['state'],
       registers: [registry],
       collect() {
-        const { inflight, waiting } = readAdmission();
+        const { inflight, waiting } = sources.admission();
         this.set({ state: 'in_flight' }, inflight);
         this.set({ state: 'waiting' }, waiting);
       },
@@ -57,7 +61,7 @@ export function createMetrics() {
       aggregator: 'max',
       collect() {
         this.reset();
-        for (const [labels, count] of readVersionCounts()) this.set(labels, count);
+        for (const version of sources.versions()) this.inc({ model: version.name, state: version.state });
       },
     }),
     provider: new client.Gauge({ name: 'model_execution_provider', help: '1 for the execution provider each loaded version runs on', labelNames: ['model', 'version', 'provider'], registers: [registry], aggregator: 'max' }),
@@ -68,14 +72,9 @@ export function createMetrics() {
     shadowDropped: new client.Counter({ name: 'shadow_dropped_total', help: 'Shadow scorings skipped to protect primary traffic', registers: [registry] }),
     userCache: new client.Counter({ name: 'user_cache_lookups_total', help: 'User-side tensor cache lookups', labelNames: ['result'], registers: [registry] }),
     truncated: new client.Counter({ name: 'rank_history_truncated_total', help: 'Requests whose history was longer than the model uses', registers: [registry] }),
-    sampleQueuedCandidates(read: () => number): void {
-      readQueued = read;
-    },
-    sampleAdmission(read: () => { inflight: number; waiting: number }): void {
-      readAdmission = read;
-    },
-    sampleVersionCounts(read: () => Array<[{ model: string; state: string }, number]>): void {
-      readVersionCounts = read;
+    /** Connect the gauges that are read at collection time to what they describe. */
+    sample(from: Partial<MetricSources>): void {
+      Object.assign(sources, from);
     },
   };
 }

@@ -6,9 +6,10 @@
  * the kernel's queue while the process worked through bodies it had already read. Each turn runs
  * jobs until `budgetMs` is spent (at least one job), then yields, so that accept(), socket reads and
  * the shedding of new requests run between bursts of parsing. The budget is asked for at every turn:
- * bursts are also what cross-request batching feeds on, so the caller keeps them whole until the
- * server is overloaded (src/routes/rank.ts).
+ * bursts are also what cross-request batching feeds on, so the caller keeps them whole except
+ * during a connection flood (`connectionFlood`, used by src/routes/rank.ts through src/app.ts).
  */
+
 /**
  * When to bound parse turns: during a connection flood, that is while requests are being refused
  * (`refusing`) and the server accepted a new connection within `windowMs`. Keep-alive clients that
