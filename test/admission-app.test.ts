@@ -5,16 +5,11 @@ import { connect, type Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
-import { sampleRequest, startApp } from './helpers/app.js';
+import { inferInputs, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import type { Config } from '../src/config.js';
 
 async function burst(t: import('node:test').TestContext, overrides: Partial<Config>, count: number) {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir, overrides);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t, overrides);
   const responses = await Promise.all(
     Array.from({ length: count }, (_, i) => app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(40, 20, i + 1) })),
   );
@@ -102,19 +97,8 @@ test('a client that leaves the waiting line or drops an admitted request leaks n
 
 test('the OIP infer routes share the bound: beyond it they are refused before their body is parsed', async (t) => {
   const golden = JSON.parse(readFileSync(path.join(fixtureDir, 'v1.golden.json'), 'utf8'));
-  const c = golden.cases[0];
-  const inputs = Object.entries(c.inputs as Record<string, { dtype: string; shape: number[]; data: number[] }>).map(([name, x]) => ({
-    name,
-    datatype: x.dtype === 'int64' ? 'INT64' : 'FP32',
-    shape: x.shape,
-    data: x.data,
-  }));
-  const repo = makeRepo();
-  const app = await startApp(repo.dir, { maxInflightRequests: 1, admissionWaitMs: 0 });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const inputs = inferInputs(golden.cases[0].inputs);
+  const { app } = await startAppWithRepo(t, { maxInflightRequests: 1, admissionWaitMs: 0 });
   const urls = ['/v2/models/feed-ctr/infer', '/v2/models/feed-ctr/versions/1/infer', '/v1/rank', '/v2/models/feed-ctr/infer'];
   const responses = await Promise.all(urls.map((url) => app.inject({ method: 'POST', url, payload: url === '/v1/rank' ? sampleRequest(10, 5, 1) : { inputs } })));
   assert.deepEqual(responses.map((r) => r.statusCode), [200, 503, 503, 503]);

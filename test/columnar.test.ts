@@ -2,8 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { toColumnarForm, toRowForm, type RankRequestBody } from '../src/features/columnar.js';
-import { makeRepo } from './helpers/fixture-repo.js';
-import { sampleRequest, startApp } from './helpers/app.js';
+import { sampleRequest, startAppWithRepo } from './helpers/app.js';
 
 type Body = Record<string, any>;
 
@@ -22,12 +21,7 @@ test('toColumnarForm and toRowForm are inverses, keeping missing features and ca
 });
 
 test('/v1/rank answers the columnar form exactly like the row form, mixed forms included', async (t) => {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t);
   const request = sampleRequest(40, 25, 5);
   const rank = async (payload: unknown) => {
     const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: payload as Body });
@@ -58,12 +52,7 @@ const cases: Array<[string, (b: Body) => unknown, string]> = [
 ];
 
 test('every malformed column answers 400 with the JSON path of the offending column or value', async (t) => {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t);
   for (const [name, mutate, path] of cases) {
     const body = structuredClone(toColumnarForm(sampleRequest(10, 6, 2))) as Body;
     mutate(body);

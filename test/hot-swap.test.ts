@@ -3,18 +3,13 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
-import { defaultRollout, fixtureDir, makeRepo, writeRolloutFile, writeVersion, type VersionSpec } from './helpers/fixture-repo.js';
-import { kAdminAuth, sampleRequest, startApp } from './helpers/app.js';
+import { defaultRollout, fixtureDir, writeRolloutFile, writeVersion, type VersionSpec } from './helpers/fixture-repo.js';
+import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
 import type { Config } from '../src/config.js';
 
 async function setup(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[]) {
-  const repo = makeRepo(versions);
-  const app = await startApp(repo.dir, overrides);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
-  return { app, repo: repo.dir, loader: app.ranker.loader, registry: app.ranker.registry };
+  const { app, repo } = await startAppWithRepo(t, overrides, versions);
+  return { app, repo, loader: app.ranker.loader, registry: app.ranker.registry };
 }
 
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');

@@ -4,18 +4,12 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
-import { sampleRequest, startApp } from './helpers/app.js';
+import { inferInputs, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../src/config.js';
 
 async function withApp(t: import('node:test').TestContext, versions?: Parameters<typeof makeRepo>[0], overrides: Partial<Config> = {}): Promise<FastifyInstance> {
-  const repo = makeRepo(versions);
-  const app = await startApp(repo.dir, overrides);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
-  return app;
+  return (await startAppWithRepo(t, overrides, versions)).app;
 }
 
 test('ranks by eCPM with the documented formulas and stamps model versions', async (t) => {
@@ -73,12 +67,7 @@ test('raw tensor inference (v2 infer) reproduces the golden outputs', async (t) 
   const app = await withApp(t);
   const golden = JSON.parse(readFileSync(path.join(fixtureDir, 'v1.golden.json'), 'utf8'));
   for (const c of golden.cases) {
-    const inputs = Object.entries(c.inputs as Record<string, { dtype: string; shape: number[]; data: number[] }>).map(([name, x]) => ({
-      name,
-      datatype: x.dtype === 'int64' ? 'INT64' : 'FP32',
-      shape: x.shape,
-      data: x.data,
-    }));
+    const inputs = inferInputs(c.inputs);
     const res = await app.inject({ method: 'POST', url: '/v2/models/feed-ctr/versions/1/infer', payload: { inputs } });
     assert.equal(res.statusCode, 200, res.body);
     const p = res.json().outputs.find((o: { name: string }) => o.name === 'p').data as number[];

@@ -3,12 +3,29 @@ import pino from 'pino';
 import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { FeatureMap, RankRequest } from '../../src/features/request.js';
+import { makeRepo, type VersionSpec } from './fixture-repo.js';
 
 export async function startApp(modelRepo: string, overrides: Partial<Config> = {}) {
   const config = loadConfig({}, { modelRepo, logLevel: 'silent', poolSize: 1, watchRepo: false, rescanIntervalMs: 3_600_000, adminToken: 'test-token-0123456789', ...overrides });
   const app = await buildApp(config, { logger: pino({ level: 'silent' }) });
   await app.ready();
   return app;
+}
+
+/** An app over a fresh fixture repository; both are closed and removed when the test ends. */
+export async function startAppWithRepo(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[]) {
+  const repo = makeRepo(versions);
+  const app = await startApp(repo.dir, overrides);
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  return { app, repo: repo.dir };
+}
+
+/** A golden case's inputs as an OIP v2 infer body's `inputs`. */
+export function inferInputs(inputs: Record<string, { dtype: string; shape: number[]; data: number[] }>) {
+  return Object.entries(inputs).map(([name, x]) => ({ name, datatype: x.dtype === 'int64' ? 'INT64' : 'FP32', shape: x.shape, data: x.data }));
 }
 
 export const kAdminAuth = { authorization: 'Bearer test-token-0123456789' };
