@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { assembleBatch, encodeHistory, encodeRequest, historyDigest } from '../src/features/encode.js';
+import { assembleBatch, encodeCandidates, encodeHistory, encodeRequest, historyDigest } from '../src/features/encode.js';
 import { hashId } from '../src/features/id-hash.js';
 import { bucketFor, compileFeaturePlan } from '../src/features/plan.js';
 import { validateManifest } from '../src/models/manifest.js';
@@ -73,4 +73,25 @@ test('the history digest changes when the history grows or its newest event chan
   assert.equal(historyDigest([...h]), d);
   assert.notEqual(historyDigest([...h, { ...h[0], ts: 9e12 }]), d);
   assert.notEqual(historyDigest([...h.slice(0, -1), { ...h[49], adId: h[49].adId + 1 }]), d);
+});
+
+test('a non-numeric dense feature is a 400 that points at the client\'s candidate, also from a subset', () => {
+  const request = sampleRequest(4, 0, 5);
+  request.candidates[2].features = { quality: 'high' };
+  const pointerOf = (run: () => unknown): string | undefined => {
+    try {
+      run();
+    } catch (error) {
+      assert.equal((error as { statusCode?: number }).statusCode, 400);
+      return (error as Error).message;
+    }
+    assert.fail('expected a 400');
+  };
+  assert.match(pointerOf(() => encodeCandidates(plan, request))!, /\/candidates\/2\/features\/quality/);
+  // The cvr model encodes the cpa subset: its candidate 0 is the client's candidate 2.
+  const subset = { ...request, candidates: [request.candidates[2], request.candidates[3]] };
+  assert.match(pointerOf(() => encodeCandidates(plan, subset, [2, 3]))!, /\/candidates\/2\/features\/quality/);
+  request.candidates[2].features = { quality: 0.5 };
+  request.user.features = { activity: 'busy' };
+  assert.match(pointerOf(() => encodeRequest(plan, request))!, /\/user\/features\/activity/);
 });

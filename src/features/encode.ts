@@ -62,13 +62,18 @@ export function encodeHistory(plan: FeaturePlan, history: HistoryEvent[] | undef
   return { length, truncated: events.length - length, columns };
 }
 
-function readNumeric(map: FeatureMap | undefined, key: string, fallback: number, path: string): number {
-  const value = map?.[key];
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number') throw Errors.BAD_REQUEST(path, `must be a number for this model, got a ${typeof value}`);
-  return value;
+/** Where a dense column reads from, as a JSON pointer; built only for an error message. */
+function featurePointer(column: DenseInputPlan['columns'][number], candidateIndex: number): string {
+  if (column.origin === 'user') return `/user/features/${column.key}`;
+  if (column.origin === 'context') return `/context/${column.key}`;
+  return `/candidates/${candidateIndex}/features/${column.key}`;
 }
 
+/**
+ * Fill one row of a dense input. `candidateIndex` locates `candidate` in the request for error
+ * messages only: pointers are not built per value, because on 500 candidates that string building
+ * was most of this function's allocation.
+ */
 function fillDense(
   target: Float32Array,
   base: number,
@@ -76,21 +81,10 @@ function fillDense(
   userFeatures: FeatureMap | undefined,
   context: FeatureMap | undefined,
   candidate: Candidate | null,
-  pointer: string,
+  candidateIndex: number,
 ): void {
   for (const column of plan.columns) {
-    let map: FeatureMap | undefined;
-    let path: string;
-    if (column.origin === 'user') {
-      map = userFeatures;
-      path = `/user/features/${column.key}`;
-    } else if (column.origin === 'context') {
-      map = context;
-      path = `/context/${column.key}`;
-    } else {
-      map = candidate?.features;
-      path = `${pointer}/features/${column.key}`;
-    }
+    const map = column.origin === 'user' ? userFeatures : column.origin === 'context' ? context : candidate?.features;
     if (column.onehot) {
       const value = map?.[column.key];
       if (value !== undefined) {
@@ -99,7 +93,14 @@ function fillDense(
       }
       continue;
     }
-    const raw = column.origin === 'bid' ? candidate!.bid : readNumeric(map, column.key, column.fallback, path);
+    let raw: number;
+    if (column.origin === 'bid') raw = candidate!.bid;
+    else {
+      const value = map?.[column.key];
+      if (value === undefined) raw = column.fallback;
+      else if (typeof value === 'number') raw = value;
+      else throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `must be a number for this model, got a ${typeof value}`);
+    }
     const x = column.transform === 'log1p_standardize' ? Math.log1p(Math.max(raw, 0)) : raw;
     target[base + column.offset] = (x - column.mean) / column.std;
   }
@@ -108,12 +109,16 @@ function fillDense(
 export function encodeUserDense(plan: FeaturePlan, request: RankRequest): Float32Array[] {
   return plan.userDense.map((input) => {
     const row = new Float32Array(input.width);
-    fillDense(row, 0, input, request.user.features, request.context, null, '/user');
+    fillDense(row, 0, input, request.user.features, request.context, null, -1);
     return row;
   });
 }
 
-export function encodeCandidates(plan: FeaturePlan, request: RankRequest): EncodedCandidates {
+/**
+ * `positions[i]` is where candidate i sits in the client's request, when `request` is a subset of it
+ * (the cvr model scores the cpa candidates only), so that an error points at the client's candidate.
+ */
+export function encodeCandidates(plan: FeaturePlan, request: RankRequest, positions?: readonly number[]): EncodedCandidates {
   const candidates = request.candidates;
   const count = candidates.length;
   const ids = plan.candidateIds.map((input) => {
@@ -124,7 +129,7 @@ export function encodeCandidates(plan: FeaturePlan, request: RankRequest): Encod
   });
   const dense = plan.candidateDense.map((input) => {
     const block = new Float32Array(count * input.width);
-    for (let i = 0; i < count; i++) fillDense(block, i * input.width, input, undefined, undefined, candidates[i], `/candidates/${i}`);
+    for (let i = 0; i < count; i++) fillDense(block, i * input.width, input, undefined, undefined, candidates[i], positions ? positions[i] : i);
     return block;
   });
   return { count, ids, dense };

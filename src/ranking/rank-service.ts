@@ -77,11 +77,12 @@ export class RankService {
     this.#hooks = hooks;
   }
 
-  encode(version: ModelVersion, request: RankRequest): EncodedRequest {
+  /** `positions`: where each candidate of `request` sits in the client's request, for a subset. */
+  encode(version: ModelVersion, request: RankRequest, positions?: readonly number[]): EncodedRequest {
     const plan = version.plan!;
     return {
       user: { history: this.#cache.history(plan, request), dense: encodeUserDense(plan, request) },
-      candidates: encodeCandidates(plan, request),
+      candidates: encodeCandidates(plan, request, positions),
     };
   }
 
@@ -110,7 +111,7 @@ export class RankService {
 
       const featuresStart = performance.now();
       const ctrEncoded = this.encode(ctr.version, request);
-      const cvrEncoded = cvr && cpa ? this.encode(cvr.version, cpa.request) : null;
+      const cvrEncoded = cvr && cpa ? this.encode(cvr.version, cpa.request, cpa.indices) : null;
       const featuresMs = performance.now() - featuresStart;
 
       const scoreStart = performance.now();
