@@ -23,6 +23,9 @@ test('toColumnarForm and toRowForm are inverses, keeping missing features and ca
 test('/v1/rank answers the columnar form exactly like the row form, mixed forms included', async (t) => {
   const { app } = await startAppWithRepo(t);
   const request = sampleRequest(40, 25, 5);
+  // Missing values become nulls in columns: a feature, and a history event's category.
+  delete request.candidates[4].features!.quality;
+  delete request.user.history![2].category;
   const rank = async (payload: unknown) => {
     const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: payload as Body });
     assert.equal(res.statusCode, 200, res.body);
@@ -49,6 +52,9 @@ const cases: Array<[string, (b: Body) => unknown, string]> = [
   ['too many candidates', (b) => (b.candidates.adId = Array.from({ length: 2001 }, (_, i) => i)), '/candidates/adId'],
   ['a feature column that is not an array', (b) => (b.candidates.features.quality = 0.5), '/candidates/features/quality'],
   ['a history event outside the enum', (b) => (b.user.history.event[0] = 'like'), '/user/history/event/0'],
+  ['a string in the category column', (b) => (b.user.history.category[1] = 'shoes'), '/user/history/category/1'],
+  ['a feature string over 128 characters', (b) => (b.candidates.features.creative[2] = 'x'.repeat(129)), '/candidates/features/creative/2'],
+  ['a boolean feature value', (b) => (b.candidates.features.quality[3] = true), '/candidates/features/quality/3'],
 ];
 
 test('every malformed column answers 400 with the JSON path of the offending column or value', async (t) => {

@@ -31,6 +31,8 @@ const cases: Array<[string, Mutate, number, string]> = [
   ['history too long', (b) => (b.user.history = Array.from({ length: 4097 }, () => b.user.history[0])), 400, '/user/history'],
   ['feature value is an object', (b) => (b.user.features.age_bucket = { x: 1 }), 400, '/user/features/age_bucket'],
   ['too many feature entries', (b) => (b.candidates[0].features = Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`f${i}`, i]))), 400, '/candidates/0/features'],
+  ['feature string over 128 characters', (b) => (b.candidates[1].features.creative = 'x'.repeat(129)), 400, '/candidates/1/features/creative'],
+  ['feature value null', (b) => (b.candidates[2].features.quality = null), 400, '/candidates/2/features/quality'],
   ['numeric feature sent as string', (b) => (b.user.features.age_bucket = 'three'), 400, '/user/features/age_bucket'],
   ['topK zero', (b) => (b.topK = 0), 400, '/topK'],
   ['topK above the candidate limit', (b) => (b.topK = 2001), 400, '/topK'],
