@@ -198,3 +198,24 @@ test('metrics are exposed in Prometheus text', async (t) => {
   assert.match(res.body, /model_execution_provider\{model="feed-ctr",version="1",provider="cpu"\} 1/);
   assert.match(res.body, /model_version_state\{model="feed-ctr",version="1",state="ready"\} 1/);
 });
+
+test('scores that are NaN or outside [0, 1] at serving time fail the request as a model error, never reach the answer', async (t) => {
+  const app = await withApp(t);
+  const pool = app.ranker.pool;
+  const score = pool.score.bind(pool);
+  let poison = (scores: Float32Array) => scores;
+  pool.score = async (...args: Parameters<typeof pool.score>) => poison(await score(...args));
+  poison = (scores) => (scores.fill(Number.NaN, 3, 5), scores);
+  const nan = await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(20, 10, 9) });
+  assert.equal(nan.statusCode, 500, nan.body);
+  assert.equal(nan.json().error.code, 'INFERENCE_FAILED');
+  assert.match(nan.json().error.message, /feed-c[tv]r@1 failed: 2 of \d+ scores are NaN, infinite or outside \[0, 1\]/);
+  poison = (scores) => (scores.fill(1.5, 0, 1), scores);
+  const high = await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(20, 10, 10) });
+  assert.equal(high.statusCode, 500, high.body);
+  assert.match(high.json().error.message, /1 of \d+ scores are NaN, infinite or outside/);
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.match(metrics, /model_requests_total\{model="feed-ctr",version="1",arm="stable",outcome="INFERENCE_FAILED"\} 2/);
+  poison = (scores) => scores;
+  assert.equal((await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(20, 10, 11) })).statusCode, 200);
+});

@@ -14,6 +14,7 @@ import { assembleBatch, encodeRequest, type Feeds } from '../features/encode.js'
 import type { FeaturePlan } from '../features/plan.js';
 import type { RankRequest } from '../features/request.js';
 import type { Manifest } from './manifest.js';
+import { countInvalidProbabilities } from './probabilities.js';
 import type { InferencePool, LoadInfo } from './pool.js';
 import type { GateReport } from './registry.js';
 
@@ -155,8 +156,7 @@ export async function runGate(
   // 4 + 5. reference batch
   const referenceRequests = reference(manifest, 8);
   const scored = await scoreAll(pool, subject.key, plan, subject.outputName, referenceRequests);
-  let bad = 0;
-  for (const s of scored) if (!Number.isFinite(s) || s < 0 || s > 1) bad++;
+  const bad = countInvalidProbabilities(scored);
   if (!check('finite-probabilities', bad === 0, bad === 0 ? `${scored.length} reference scores in [0, 1]` : `${bad} of ${scored.length} reference scores are NaN, infinite or outside [0, 1]`)) return report;
   const mean = meanLogit(scored);
   report.scoreMean = mean;

@@ -9,6 +9,7 @@ import { encodeCandidates, encodeUserDense, type EncodedRequest } from '../featu
 import type { RankRequest } from '../features/request.js';
 import type { Objective, Surface } from '../models/manifest.js';
 import type { InferencePool } from '../models/pool.js';
+import { countInvalidProbabilities } from '../models/probabilities.js';
 import type { Arm, ModelRegistry, ModelVersion, Resolved } from '../models/registry.js';
 import type { Metrics } from '../metrics.js';
 import { rankCandidates, type RankedItem } from './rank.js';
@@ -158,6 +159,11 @@ export class RankService {
     const labels = { model: version.name, version: String(version.version), arm };
     try {
       const scores = await this.#pool.score(version.key, version.plan!, encoded, version.outputName, deadlineAt);
+      // The gate checked this version's outputs on a reference batch; inputs it never saw can still
+      // give NaN. Such a response fails as a model error (counted against a canary) rather than rank
+      // on NaN or send it as null.
+      const invalid = countInvalidProbabilities(scores);
+      if (invalid > 0) throw Errors.INFERENCE_FAILED(version.key, `${invalid} of ${scores.length} scores are NaN, infinite or outside [0, 1]`);
       const ms = performance.now() - started;
       this.#metrics.modelMs.observe(labels, ms);
       this.#metrics.modelRequests.inc({ ...labels, outcome: 'ok' });
