@@ -199,6 +199,24 @@ test('metrics are exposed in Prometheus text', async (t) => {
   assert.match(res.body, /model_version_state\{model="feed-ctr",version="1",state="ready"\} 1/);
 });
 
+test('the answer carries exactly the fields its response schema documents', async (t) => {
+  const app = await withApp(t);
+  const { rankSchemas } = await import('../src/routes/rank-schema.js');
+  const { properties } = rankSchemas(app.ranker.config).response[200];
+  const out = (await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(30, 40, 8), topK: 12 } })).json();
+  for (const key of Object.keys(out)) assert.ok(key in properties, `top-level field ${key} is documented`);
+  assert.deepEqual(Object.keys(out.models).sort(), ['ctr', 'cvr']);
+  for (const stamp of Object.values(out.models)) assert.deepEqual(Object.keys(stamp as object).sort(), Object.keys(properties.models.properties.ctr.properties).sort());
+  assert.deepEqual(Object.keys(out.timings).sort(), Object.keys(properties.timings.properties).sort());
+  const itemFields = Object.keys(properties.ranked.items.properties);
+  assert.equal(out.ranked.length, 12);
+  for (const item of out.ranked) {
+    const expected = itemFields.filter((f) => f !== 'pcvr' || item.pcvr !== undefined);
+    assert.deepEqual(Object.keys(item).sort(), expected.sort());
+  }
+  assert.ok(out.ranked.some((item: { pcvr?: number }) => item.pcvr !== undefined), 'a cpa candidate carries pcvr');
+});
+
 test('scores that are NaN or outside [0, 1] at serving time fail the request as a model error, never reach the answer', async (t) => {
   const app = await withApp(t);
   const pool = app.ranker.pool;
