@@ -7,6 +7,7 @@ import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
 import { inferInputs, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../src/config.js';
+import { rankSchemas } from '../src/routes/rank-schema.js';
 
 async function withApp(t: import('node:test').TestContext, versions?: Parameters<typeof makeRepo>[0], overrides: Partial<Config> = {}): Promise<FastifyInstance> {
   return (await startAppWithRepo(t, overrides, versions)).app;
@@ -201,7 +202,6 @@ test('metrics are exposed in Prometheus text', async (t) => {
 
 test('the answer carries exactly the fields its response schema documents', async (t) => {
   const app = await withApp(t);
-  const { rankSchemas } = await import('../src/routes/rank-schema.js');
   const { properties } = rankSchemas(app.ranker.config).response[200];
   const out = (await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(30, 40, 8), topK: 12 } })).json();
   for (const key of Object.keys(out)) assert.ok(key in properties, `top-level field ${key} is documented`);

@@ -85,8 +85,8 @@ function fillDense(
 ): void {
   for (const column of plan.columns) {
     const map = column.origin === 'user' ? userFeatures : column.origin === 'context' ? context : candidate?.features;
+    const value = map?.[column.key];
     if (column.onehot) {
-      const value = map?.[column.key];
       if (value !== undefined) {
         const hit = column.onehot.get(value);
         if (hit !== undefined) target[base + column.offset + hit] = 1;
@@ -95,12 +95,9 @@ function fillDense(
     }
     let raw: number;
     if (column.origin === 'bid') raw = candidate!.bid;
-    else {
-      const value = map?.[column.key];
-      if (value === undefined) raw = column.fallback;
-      else if (typeof value === 'number') raw = value;
-      else throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `must be a number for this model, got a ${typeof value}`);
-    }
+    else if (value === undefined) raw = column.fallback;
+    else if (typeof value === 'number') raw = value;
+    else throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `must be a number for this model, got a ${typeof value}`);
     const x = column.transform === 'log1p_standardize' ? Math.log1p(Math.max(raw, 0)) : raw;
     target[base + column.offset] = (x - column.mean) / column.std;
   }
