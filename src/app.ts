@@ -128,11 +128,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   };
   const isReady = () => !closing && (cluster === null || cluster.ready()) && modelsReady();
 
+  const kWaitingLine = { inflight: '', line_full: ', waiting line full', wait_timeout: ', no place within the wait' } as const;
   const admission = new AdmissionController({
     targetLagMs: config.maxEventLoopDelayMs,
     maxInflight: config.maxInflightRequests,
     maxWaitMs: config.admissionWaitMs,
     maxWaiting: config.admissionWaitQueue,
+    sustained: { afterMs: config.overloadAfterMs, maxInflight: config.overloadMaxInflight, maxWaitMs: config.overloadWaitMs },
   });
   // 'close' fires once whether the response finished or the client went away.
   const hold = (reply: FastifyReply) => reply.raw.once('close', () => admission.done());
@@ -158,8 +160,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         return;
       }
     }
-    const full = admission.inflight >= config.maxInflightRequests;
-    metrics.shed.inc({ reason: full ? 'inflight' : 'event_loop' });
+    const reason = admission.lastRefusal;
+    metrics.shed.inc({ reason });
     if (request.routeOptions.url === '/v1/rank') metrics.requests.inc({ surface: 'unparsed', code: '503' });
     return reply
       .code(503)
@@ -167,7 +169,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       .send({
         error: {
           code: Errors.OVERLOADED.code,
-          message: full ? `server overloaded: ${admission.inflight} requests in progress` : `server overloaded: event-loop lag ${admission.lagMs.toFixed(1)} ms`,
+          message: reason === 'event_loop' ? `server overloaded: event-loop lag ${admission.lagMs.toFixed(1)} ms` : `server overloaded: ${admission.inflight} requests in progress${kWaitingLine[reason]}`,
         },
       });
   });
@@ -176,7 +178,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
   metrics.sample({
     queuedCandidates: () => pool.queuedCandidates,
-    admission: () => ({ inflight: admission.inflight, waiting: admission.waiting }),
+    admission: () => ({ inflight: admission.inflight, waiting: admission.waiting, sustainedOverload: admission.sustainedOverload }),
     versions: () => registry.all(),
   });
   // In a cluster a scrape reaches one process; it answers with the sum over all of them.

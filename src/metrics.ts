@@ -4,14 +4,14 @@ import client from 'prom-client';
 /** What the gauges read at collection time, so that every process of a cluster reports its own. */
 export interface MetricSources {
   queuedCandidates(): number;
-  admission(): { inflight: number; waiting: number };
+  admission(): { inflight: number; waiting: number; sustainedOverload: boolean };
   versions(): Iterable<{ name: string; state: string }>;
 }
 
 export function createMetrics() {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
-  const sources: MetricSources = { queuedCandidates: () => 0, admission: () => ({ inflight: 0, waiting: 0 }), versions: () => [] };
+  const sources: MetricSources = { queuedCandidates: () => 0, admission: () => ({ inflight: 0, waiting: 0, sustainedOverload: false }), versions: () => [] };
   const ms = [0.5, 1, 2, 3, 5, 8, 12, 20, 35, 50, 100, 250, 1000];
   return {
     registry,
@@ -41,6 +41,15 @@ export function createMetrics() {
         const { inflight, waiting } = sources.admission();
         this.set({ state: 'in_flight' }, inflight);
         this.set({ state: 'waiting' }, waiting);
+      },
+    }),
+    sustainedOverload: new client.Gauge({
+      name: 'rank_admission_sustained_overload',
+      help: '1 while admission control is in sustained overload (the waiting line kept overflowing): OVERLOAD_MAX_INFLIGHT and OVERLOAD_WAIT_MS apply',
+      registers: [registry],
+      aggregator: 'max',
+      collect() {
+        this.set(sources.admission().sustainedOverload ? 1 : 0);
       },
     }),
     parseTurnsYielded: new client.Counter({

@@ -8,12 +8,12 @@ import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
 import { inferInputs, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import type { Config } from '../src/config.js';
 
-async function burst(t: import('node:test').TestContext, overrides: Partial<Config>, count: number) {
+async function burst(t: import('node:test').TestContext, overrides: Partial<Config>, count: number, reason = 'inflight') {
   const { app } = await startAppWithRepo(t, overrides);
   const responses = await Promise.all(
     Array.from({ length: count }, (_, i) => app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(40, 20, i + 1) })),
   );
-  const shed = (await app.ranker.metrics.shed.get()).values.find((v) => v.labels.reason === 'inflight')?.value ?? 0;
+  const shed = (await app.ranker.metrics.shed.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
   return { app, responses, codes: responses.map((r) => r.statusCode), shed };
 }
 
@@ -39,9 +39,10 @@ test('a burst a little over the bound waits for places instead of being refused'
 });
 
 test('when the waiting line is full, the rest are refused at once', async (t) => {
-  const { app, codes, shed } = await burst(t, { maxInflightRequests: 1, admissionWaitMs: 10_000, admissionWaitQueue: 2 }, 5);
+  const { app, responses, codes, shed } = await burst(t, { maxInflightRequests: 1, admissionWaitMs: 10_000, admissionWaitQueue: 2 }, 5, 'line_full');
   assert.equal(codes.filter((c) => c === 200).length, 3, JSON.stringify(codes));
   assert.equal(codes.filter((c) => c === 503).length, 2);
+  for (const r of responses.filter((x) => x.statusCode === 503)) assert.match(r.json().error.message, /1 requests in progress, waiting line full/);
   assert.equal(shed, 2);
   assert.equal((await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(10, 5, 99) })).statusCode, 200);
 });

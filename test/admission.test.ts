@@ -88,3 +88,96 @@ test('overload means refusing: a full bound with room in the waiting line is not
   assert.equal(await ticket.granted, false);
   assert.equal(admission.overloaded, false, 'a client that leaves the line is not a refusal');
 });
+
+test('a waiting line that keeps overflowing is sustained overload: the bound and the wait shrink until no request is refused for the gap', async () => {
+  let now = 0;
+  const admission = new AdmissionController({
+    targetLagMs: 20,
+    maxInflight: 4,
+    maxWaitMs: 10_000,
+    maxWaiting: 1,
+    sustained: { afterMs: 200, gapMs: 50, maxInflight: 2, maxWaitMs: 10 },
+    now: () => now,
+  });
+  for (let i = 0; i < 4; i++) assert.equal(admission.admit(), true);
+  const patient = admission.wait()!;
+  assert.ok(patient, 'one place in the line');
+  // The line overflows every 40 ms: after 200 ms of that it is sustained, not a burst.
+  for (now = 0; now < 200; now += 40) {
+    assert.equal(admission.admit(), false);
+    assert.equal(admission.wait(), null, 'line full');
+    assert.equal(admission.lastRefusal, 'line_full');
+    assert.equal(admission.sustainedOverload, false, `not yet at ${now} ms`);
+  }
+  assert.equal(admission.admit(), false);
+  assert.equal(admission.wait(), null);
+  assert.equal(admission.sustainedOverload, true, `sustained at ${now} ms`);
+  assert.equal(admission.maxInflight, 2);
+  // A finished request does not hand its place on while more than the smaller bound are in progress.
+  admission.done();
+  admission.done();
+  assert.equal(admission.inflight, 2);
+  assert.equal(admission.waiting, 1, 'the waiter still waits: 2 in progress is the bound now');
+  admission.done();
+  assert.equal(await patient.granted, true, 'below the smaller bound the oldest waiter gets the place');
+  assert.equal(admission.inflight, 2);
+  // A request that waits now waits the shorter time (10 ms, not 10 s).
+  const hurried = admission.wait()!;
+  const started = performance.now();
+  assert.equal(await hurried.granted, false);
+  assert.ok(performance.now() - started < 5_000, 'refused after the sustained-overload wait');
+  assert.equal(admission.lastRefusal, 'wait_timeout');
+  // Every refusal, a timed-out wait included, keeps it sustained; 50 ms without one ends it.
+  now += 40;
+  assert.equal(admission.sustainedOverload, true);
+  now += 60;
+  assert.equal(admission.sustainedOverload, false, 'no refusal for more than the gap');
+  assert.equal(admission.maxInflight, 4, 'the bound is back');
+  assert.equal(admission.admit(), true);
+  assert.equal(admission.admit(), true);
+  assert.equal(admission.inflight, 4);
+});
+
+test('refusals that never overflow the line (a burst no larger than the bound plus the line timing out) are not sustained overload', async () => {
+  let now = 0;
+  const admission = new AdmissionController({
+    targetLagMs: 20,
+    maxInflight: 1,
+    maxWaitMs: 5,
+    maxWaiting: 2,
+    sustained: { afterMs: 100, maxInflight: 1, maxWaitMs: 1 },
+    now: () => now,
+  });
+  assert.equal(admission.admit(), true);
+  for (; now < 500; now += 20) {
+    const ticket = admission.wait()!;
+    assert.ok(ticket, 'room in the line');
+    assert.equal(await ticket.granted, false, 'timed out');
+    assert.equal(admission.lastRefusal, 'wait_timeout');
+    assert.equal(admission.sustainedOverload, false);
+  }
+  assert.equal(admission.overloaded, true, 'refusing, so parse turns may be bounded');
+});
+
+test('when the bound grows back, the waiters get the free places before newcomers', async () => {
+  let now = 0;
+  const admission = new AdmissionController({ targetLagMs: 20, maxInflight: 2, maxWaitMs: 10_000, maxWaiting: 1, sustained: { afterMs: 10, maxInflight: 1, maxWaitMs: 10_000 }, now: () => now });
+  assert.equal(admission.admit(), true);
+  assert.equal(admission.admit(), true);
+  const first = admission.wait()!;
+  for (now = 0; now <= 20; now += 10) assert.equal(admission.wait(), null);
+  assert.equal(admission.sustainedOverload, true);
+  admission.done();
+  admission.done();
+  assert.equal(await first.granted, true);
+  const second = admission.wait()!;
+  assert.ok(second, 'waits: the bound is 1 and 1 is in progress');
+  now += 100;
+  assert.equal(admission.sustainedOverload, false);
+  const order: string[] = [];
+  void second.granted.then(() => order.push('waiter'));
+  assert.equal(admission.admit(), false, 'the newcomer does not overtake: the waiter took the free place');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(order, ['waiter']);
+  assert.equal(admission.inflight, 2);
+});

@@ -6,7 +6,9 @@
  * a shed probability rises in proportion to how far the smoothed lag is above its target and decays
  * when the loop has slack. New requests are refused in `onRequest`, before their body is parsed, so
  * a refusal costs a small fraction of serving the request. Beside it, a bound on admitted requests
- * in progress, with a short first-come waiting line for bursts (docs/DESIGN-NOTES.md 13).
+ * in progress, with a short first-come waiting line for bursts (docs/DESIGN-NOTES.md 13), which
+ * tightens during sustained overload (docs/DESIGN-NOTES.md 15): a line that keeps overflowing is not
+ * a burst, and then the bound and the wait shrink so that the requests still admitted wait less.
  *
  * @fastify/under-pressure was tried first: it averages delay over a sample interval (1 s by default)
  * and then refuses everything or nothing, which at 2x overload still let latency climb to seconds.
@@ -29,8 +31,17 @@ export interface AdmissionOptions {
    */
   maxWaitMs?: number;
   maxWaiting?: number;
+  /**
+   * Sustained overload: once the waiting line has overflowed (a request refused because the line was
+   * full) again and again, with no gap longer than `gapMs`, for `afterMs`, the bound becomes
+   * `maxInflight` and the wait `maxWaitMs` until no request at all has been refused for `gapMs`.
+   * Only an overflowing line starts it: a burst no larger than the bound plus the line (a closed-loop
+   * client with that many connections) cannot, even when its requests time out in the line.
+   */
+  sustained?: { afterMs: number; gapMs?: number; maxInflight: number; maxWaitMs: number };
   intervalMs?: number;
   /** Injectable for tests. */
+  now?: () => number;
   random?: () => number;
 }
 
@@ -47,6 +58,10 @@ interface Waiter {
 }
 
 const kRecentRefusalMs = 100;
+const kDefaultOverflowGapMs = 50;
+
+/** Why a request was refused: the lag controller's draw, a full bound (no waiting line), a full line, or a wait that ran out. */
+export type RefusalReason = 'event_loop' | 'inflight' | 'line_full' | 'wait_timeout';
 
 export class AdmissionController {
   readonly #target: number;
@@ -55,8 +70,18 @@ export class AdmissionController {
   readonly #maxInflight: number;
   readonly #maxWaitMs: number;
   readonly #maxWaiting: number;
+  readonly #sustainedAfterMs: number;
+  readonly #sustainedGapMs: number;
+  readonly #sustainedMaxInflight: number;
+  readonly #sustainedMaxWaitMs: number;
+  readonly #now: () => number;
   #waiters: Waiter[] = [];
   #refusedAt = -Infinity;
+  #overflowStreakSince = -Infinity;
+  #overflowAt = -Infinity;
+  #sustained = false;
+  /** Why the last refusal happened, for the 503's message and the shed metric. */
+  lastRefusal: RefusalReason = 'inflight';
   inflight = 0;
   #timer: NodeJS.Timeout | null = null;
   #expected = 0;
@@ -72,6 +97,12 @@ export class AdmissionController {
     this.#maxInflight = options.maxInflight ?? Infinity;
     this.#maxWaitMs = options.maxWaitMs ?? 0;
     this.#maxWaiting = options.maxWaitMs ? (options.maxWaiting ?? 0) : 0;
+    const sustained = options.sustained;
+    this.#sustainedAfterMs = sustained && sustained.afterMs > 0 && this.#maxWaiting > 0 ? sustained.afterMs : Infinity;
+    this.#sustainedGapMs = sustained?.gapMs ?? kDefaultOverflowGapMs;
+    this.#sustainedMaxInflight = Math.min(this.#maxInflight, sustained?.maxInflight ?? Infinity);
+    this.#sustainedMaxWaitMs = Math.min(this.#maxWaitMs, sustained?.maxWaitMs ?? Infinity);
+    this.#now = options.now ?? (() => performance.now());
   }
 
   start(): void {
@@ -114,7 +145,29 @@ export class AdmissionController {
    * of a busy server (and bounding parse turns then cost a quarter of the peak).
    */
   get overloaded(): boolean {
-    return this.shedProbability > 0 || performance.now() - this.#refusedAt < kRecentRefusalMs;
+    return this.shedProbability > 0 || this.#now() - this.#refusedAt < kRecentRefusalMs;
+  }
+
+  /**
+   * In sustained overload now (the tighter bound and wait apply). Entered after `afterMs` of a line
+   * overflowing with no gap over `gapMs`; left once `gapMs` pass without any refusal.
+   */
+  get sustainedOverload(): boolean {
+    const now = this.#now();
+    if (this.#sustained) {
+      if (now - this.#refusedAt > this.#sustainedGapMs) {
+        this.#sustained = false;
+        this.#overflowStreakSince = -Infinity;
+      }
+    } else if (now - this.#overflowAt <= this.#sustainedGapMs && this.#overflowAt - this.#overflowStreakSince >= this.#sustainedAfterMs) {
+      this.#sustained = true;
+    }
+    return this.#sustained;
+  }
+
+  /** The bound on admitted requests in progress now. */
+  get maxInflight(): number {
+    return this.sustainedOverload ? this.#sustainedMaxInflight : this.#maxInflight;
   }
 
   /** Requests waiting for a place now. */
@@ -124,9 +177,14 @@ export class AdmissionController {
 
   /** Admit one request (the caller must call `done()` exactly once when it ends), or refuse it. */
   admit(): boolean {
-    if (this.inflight >= this.#maxInflight) return false;
+    this.#grantWaiters();
+    if (this.inflight >= this.maxInflight) {
+      // Refused for now: wait() decides whether it waits or is refused for good.
+      this.lastRefusal = 'inflight';
+      return false;
+    }
     if (this.shedProbability > 0 && this.#random() < this.shedProbability) {
-      this.#refusedAt = performance.now();
+      this.#refuse('event_loop');
       return false;
     }
     this.inflight++;
@@ -138,32 +196,50 @@ export class AdmissionController {
    * or the waiting line is full (refuse at once). A granted ticket holds a place like admit().
    */
   wait(): AdmissionTicket | null {
-    if (this.inflight < this.#maxInflight) return null;
+    const sustained = this.sustainedOverload;
+    if (this.inflight < (sustained ? this.#sustainedMaxInflight : this.#maxInflight)) return null;
     if (this.#waiters.length >= this.#maxWaiting) {
-      this.#refusedAt = performance.now();
+      this.#refuse(this.#maxWaiting > 0 ? 'line_full' : 'inflight');
       return null;
     }
     let waiter!: Waiter;
     const granted = new Promise<boolean>((resolve) => {
       const timedOut = () => {
-        this.#refusedAt = performance.now();
+        this.#refuse('wait_timeout');
         this.#leave(waiter, false);
       };
-      waiter = { resolve, timer: setTimeout(timedOut, this.#maxWaitMs) };
+      waiter = { resolve, timer: setTimeout(timedOut, sustained ? this.#sustainedMaxWaitMs : this.#maxWaitMs) };
     });
     this.#waiters.push(waiter);
     return { granted, cancel: () => this.#leave(waiter, false) };
   }
 
-  /** One admitted request ended: its place goes to the oldest waiter, if any. */
+  /** One admitted request ended: its place goes to the oldest waiter, if any and if the bound (which may have shrunk) allows. */
   done(): void {
-    const next = this.#waiters.shift();
-    if (next) {
-      clearTimeout(next.timer);
-      next.resolve(true);
-      return;
-    }
     this.inflight--;
+    this.#grantWaiters();
+  }
+
+  /** Hand free places to waiters, oldest first (also after the bound grew back). */
+  #grantWaiters(): void {
+    if (this.#waiters.length === 0) return;
+    const bound = this.maxInflight;
+    while (this.inflight < bound && this.#waiters.length > 0) {
+      const next = this.#waiters.shift()!;
+      clearTimeout(next.timer);
+      this.inflight++;
+      next.resolve(true);
+    }
+  }
+
+  #refuse(reason: RefusalReason): void {
+    const now = this.#now();
+    this.lastRefusal = reason;
+    this.#refusedAt = now;
+    if (reason === 'line_full') {
+      if (now - this.#overflowAt > this.#sustainedGapMs) this.#overflowStreakSince = now;
+      this.#overflowAt = now;
+    }
   }
 
   #leave(waiter: Waiter, granted: boolean): void {
