@@ -134,28 +134,44 @@ export interface OpenLoopOptions {
   until?: Promise<unknown>;
   /** Shared clock origin (performance.now()) so that callers can window samples. */
   origin?: number;
+  /**
+   * Run the same schedule for this long first, on the same connections, and leave it out of
+   * `summary`/`samples` (it is reported as `leadIn`): the onset, while the client opens its
+   * connections and the server's admission control and heap settle, is not the steady state that a
+   * fixed rate measures (wrk2 calibrates the same way). `durationS` is the measured part.
+   */
+  leadInS?: number;
 }
 
-export async function openLoop(options: OpenLoopOptions): Promise<{ summary: RunSummary; samples: Sample[] }> {
+interface Phase {
+  samples: Sample[];
+  sent: number;
+  errors: number;
+  timeouts: number;
+  dropped: number;
+}
+
+export async function openLoop(options: OpenLoopOptions): Promise<{ summary: RunSummary; samples: Sample[]; leadIn?: { summary: RunSummary; samples: Sample[] } }> {
   const target = new URL(options.url);
   const maxInflight = options.maxInflight ?? 512;
   const agent = new http.Agent({ keepAlive: true, maxSockets: maxInflight, maxFreeSockets: maxInflight });
-  const samples: Sample[] = [];
   const origin = options.origin ?? performance.now();
   const started = performance.now();
+  const leadInMs = Math.max(0, options.leadInS ?? 0) * 1000;
+  const measuredFrom = started + leadInMs;
   const interval = 1000 / options.rate;
-  let sent = 0;
+  const phase = (): Phase => ({ samples: [], sent: 0, errors: 0, timeouts: 0, dropped: 0 });
+  const leadIn = phase();
+  const measured = phase();
   let inflight = 0;
-  let errors = 0;
-  let timeouts = 0;
-  let dropped = 0;
   let stop = false;
   options.until?.then(() => (stop = true), () => (stop = true));
 
   const fire = (scheduled: number, index: number) => {
     const body = options.body(index);
+    const into = scheduled < measuredFrom ? leadIn : measured;
     inflight++;
-    sent++;
+    into.sent++;
     const req = http.request(
       {
         host: target.hostname,
@@ -174,30 +190,31 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
           inflight--;
           const now = performance.now();
           const sample = { at: now - origin, latency: now - scheduled, status: res.statusCode ?? 0 };
-          samples.push(sample);
+          into.samples.push(sample);
           options.onBody?.(sample.status, Buffer.concat(chunks).toString(), sample, index);
         });
       },
     );
     req.on('timeout', () => {
-      timeouts++;
+      into.timeouts++;
       req.destroy(new Error('timeout'));
     });
     req.on('error', () => {
       inflight--;
-      errors++;
+      into.errors++;
     });
     req.end(body);
   };
 
   await new Promise<void>((resolve) => {
     let index = 0;
-    const endAt = started + options.durationS * 1000;
+    const endAt = measuredFrom + options.durationS * 1000;
     const tick = () => {
       const now = performance.now();
       while (!stop && started + index * interval <= now && started + index * interval < endAt) {
-        if (inflight >= maxInflight) dropped++;
-        else fire(started + index * interval, index);
+        const scheduled = started + index * interval;
+        if (inflight >= maxInflight) (scheduled < measuredFrom ? leadIn : measured).dropped++;
+        else fire(scheduled, index);
         index++;
       }
       if (stop || started + index * interval >= endAt) return resolve();
@@ -210,10 +227,12 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
   const drainUntil = performance.now() + (options.timeoutMs ?? 10_000) + 1000;
   while (inflight > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
   agent.destroy();
-  const durationS = (sendEndedAt - started) / 1000;
+  const summary = (p: Phase, durationS: number) => summarizeSamples(p.samples, durationS, { mode: 'open', targetRate: options.rate, sent: p.sent, errors: p.errors, timeouts: p.timeouts, clientDropped: p.dropped });
+  const measuredS = Math.max(0, sendEndedAt - measuredFrom) / 1000;
   return {
-    samples,
-    summary: summarizeSamples(samples, durationS, { mode: 'open', targetRate: options.rate, sent, errors, timeouts, clientDropped: dropped }),
+    samples: measured.samples,
+    summary: summary(measured, measuredS),
+    ...(leadInMs > 0 ? { leadIn: { samples: leadIn.samples, summary: summary(leadIn, Math.min(leadInMs, sendEndedAt - started) / 1000) } } : {}),
   };
 }
 
