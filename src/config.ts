@@ -170,7 +170,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     // line takes to drain on 2 cores (8 x ~2.5 ms of main thread); docs/DESIGN-NOTES.md 13.
     admissionWaitMs: decimal(env, 'ADMISSION_WAIT_MS', 25, 0, 10000),
     // A line that keeps overflowing is overload, not a burst: half the bound and a 5 ms wait took the
-    // 2x accepted p99 from 74 to 40 ms at the same goodput (docs/DESIGN-NOTES.md 15).
+    // steady 2x accepted p99 from 74-83 to 37-39 ms at the same goodput (docs/DESIGN-NOTES.md 15).
     overloadAfterMs: decimal(env, 'OVERLOAD_AFTER_MS', 200, 0, 60000),
     overloadMaxInflight: integer(env, 'OVERLOAD_MAX_INFLIGHT', Math.max(1, Math.ceil(maxInflightRequests / 2)), 1, 100000),
     overloadWaitMs: decimal(env, 'OVERLOAD_WAIT_MS', 5, 0, 10000),
