@@ -167,9 +167,8 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
   let stop = false;
   options.until?.then(() => (stop = true), () => (stop = true));
 
-  const fire = (scheduled: number, index: number) => {
+  const fire = (scheduled: number, index: number, into: Phase) => {
     const body = options.body(index);
-    const into = scheduled < measuredFrom ? leadIn : measured;
     inflight++;
     into.sent++;
     const req = http.request(
@@ -213,8 +212,9 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
       const now = performance.now();
       while (!stop && started + index * interval <= now && started + index * interval < endAt) {
         const scheduled = started + index * interval;
-        if (inflight >= maxInflight) (scheduled < measuredFrom ? leadIn : measured).dropped++;
-        else fire(scheduled, index);
+        const into = scheduled < measuredFrom ? leadIn : measured;
+        if (inflight >= maxInflight) into.dropped++;
+        else fire(scheduled, index, into);
         index++;
       }
       if (stop || started + index * interval >= endAt) return resolve();

@@ -196,8 +196,7 @@ export class AdmissionController {
    * or the waiting line is full (refuse at once). A granted ticket holds a place like admit().
    */
   wait(): AdmissionTicket | null {
-    const sustained = this.sustainedOverload;
-    if (this.inflight < (sustained ? this.#sustainedMaxInflight : this.#maxInflight)) return null;
+    if (this.inflight < this.maxInflight) return null;
     if (this.#waiters.length >= this.#maxWaiting) {
       this.#refuse(this.#maxWaiting > 0 ? 'line_full' : 'inflight');
       return null;
@@ -208,7 +207,7 @@ export class AdmissionController {
         this.#refuse('wait_timeout');
         this.#leave(waiter, false);
       };
-      waiter = { resolve, timer: setTimeout(timedOut, sustained ? this.#sustainedMaxWaitMs : this.#maxWaitMs) };
+      waiter = { resolve, timer: setTimeout(timedOut, this.sustainedOverload ? this.#sustainedMaxWaitMs : this.#maxWaitMs) };
     });
     this.#waiters.push(waiter);
     return { granted, cancel: () => this.#leave(waiter, false) };
