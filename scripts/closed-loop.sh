@@ -67,7 +67,7 @@ admin() { curl -sS -H "authorization: Bearer $ADMIN_TOKEN" "$@"; }
 start_server() {
   PORT=$PORT HOST=127.0.0.1 MODEL_REPO="$WORK/repo" ADMIN_PORT=$ADMIN_PORT ADMIN_TOKEN=$ADMIN_TOKEN \
     IMPRESSION_LOG="$1" LOG_LEVEL=${LOG_LEVEL:-info} POOL_SIZE=${POOL_SIZE:-1} \
-    node dist/src/main.js >"$2" 2>&1 &
+    node --max-semi-space-size=64 --initial-old-space-size=128 dist/src/main.js >"$2" 2>&1 &  # src/runtime-flags.ts
   SERVER_PID=$!
   local t=$(date +%s)
   until curl -sf "$URL/v2/health/ready" >/dev/null 2>&1; do

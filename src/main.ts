@@ -6,6 +6,7 @@
 import pino from 'pino';
 import { isClusterChild, joinCluster, perProcessPath, runPrimary } from './cluster.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
+import { missingServerNodeFlags } from './runtime-flags.js';
 
 async function serve(config: Config): Promise<void> {
   // Imported here so that a cluster primary never loads ONNX Runtime.
@@ -21,6 +22,10 @@ async function serve(config: Config): Promise<void> {
   }
   const app = await buildApp(config, { metrics, cluster: link });
   const log = app.ranker.log;
+  const missing = missingServerNodeFlags();
+  if (missing.length > 0 && (!link || link.index === 0)) {
+    log.warn({ missing }, 'node was started without these V8 heap flags: expect full garbage collections every few hundred ms under load (start with `npm start`, or see README "V8 heap flags")');
+  }
   // A burst of new connections under overload overflows Node's default accept queue (511); dropped
   // SYNs come back after 1, 3, 7 s of TCP retransmits, which then dominate tail latency.
   await app.listen({ port: config.port, host: config.host, backlog: config.listenBacklog });

@@ -5,11 +5,12 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { projectRoot } from '../src/paths.js';
+import { kServerNodeFlags } from '../src/runtime-flags.js';
 import { makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest } from './helpers/app.js';
 
-function startServer(repo: string, env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [path.join(projectRoot, 'dist', 'src', 'main.js')], {
+function startServer(repo: string, env: Record<string, string> = {}, nodeFlags: readonly string[] = kServerNodeFlags) {
+  const child = spawn(process.execPath, [...nodeFlags, path.join(projectRoot, 'dist', 'src', 'main.js')], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', MODEL_REPO: repo, ADMIN_PORT: '0', ADMIN_TOKEN: 'server-test-token-123', LOG_LEVEL: 'info', POOL_SIZE: '1', GATE_MAX_MS_PER_CANDIDATE: '1000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -63,7 +64,22 @@ test('real server: scores over HTTP, enforces the body limit on the wire, and dr
   assert.equal((await res.json()).ranked.length, 1500);
   assert.equal(await server.exited, 0, 'clean exit');
   assert.ok(server.lines.some((l) => l.includes('shutting down')));
+  assert.ok(!server.lines.some((l) => l.includes('V8 heap flags')), 'started with the flags: no warning');
   await assert.rejects(fetch(`${base}/v2/health/live`), 'no longer accepting connections');
+});
+
+test('a server started without the V8 heap flags says which ones it lacks', async (t) => {
+  const repo = makeRepo([{ name: 'feed-ctr', version: 1 }]);
+  // Node given only some of the flags; NODE_OPTIONS from npm must not supply the other one either.
+  const server = startServer(repo.dir, { NODE_OPTIONS: '' }, ['--max-semi-space-size=32']);
+  t.after(() => {
+    server.child.kill('SIGKILL');
+    repo.cleanup();
+  });
+  await server.ports;
+  const warning = server.lines.map((l) => JSON.parse(l) as { msg: string; missing?: string[] }).find((l) => l.msg.includes('V8 heap flags'));
+  assert.ok(warning, 'a warning line');
+  assert.deepEqual(warning.missing, ['--initial-old-space-size=128']);
 });
 
 test('a bad configuration value stops start-up naming the variable', async () => {

@@ -8,6 +8,7 @@ import { createWriteStream, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { projectRoot } from '../../src/paths.js';
+import { kServerNodeFlags } from '../../src/runtime-flags.js';
 
 export interface ServerOptions {
   repo: string;
@@ -77,7 +78,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
   };
   const log = createWriteStream(options.logFile, { flags: 'a' });
   const tail: string[] = [];
-  const child: ChildProcess = spawn(process.execPath, [path.join(projectRoot, 'dist', 'src', 'main.js')], {
+  const child: ChildProcess = spawn(process.execPath, [...kServerNodeFlags, path.join(projectRoot, 'dist', 'src', 'main.js')], {
     cwd: projectRoot,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
