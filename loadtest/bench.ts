@@ -3,7 +3,7 @@
  *
  *  1. the model ceiling: raw session.run of the routed ctr and cvr models in this process;
  *  2. a concurrency sweep (closed loop, autocannon) against the server (a) as configured and
- *     (b) with SKIP_INFERENCE=true (the HTTP + JSON + features floor);
+ *     (b) with SKIP_INFERENCE=true (the HTTP + JSON + features floor), both up, in pairs per point;
  *  3. fixed-rate tests at 70% and 200% of the best sweep rate (open loop), shedding at overload;
  *  4. requests with a deadline that cannot be met, under load: they must be rejected early (504).
  *
@@ -126,38 +126,48 @@ async function main(): Promise<void> {
       POOL_SIZE: String(options.poolSize),
       ...(skip ? { SKIP_INFERENCE: 'true' } : {}),
     });
-    const sweep = async (server: ServerHandle, label: string): Promise<SweepPoint[]> => {
-      await closedLoop({ url: server.url, connections: Math.min(4, Math.max(...options.concurrency)), durationS: options.warmupS, body: next });
-      const points: SweepPoint[] = [];
-      for (const c of options.concurrency) {
-        const { summary, server: side } = await observed(server, workers, () => closedLoop({ url: server.url, connections: c, durationS: options.durationS, body: next }));
-        const candPerS = Math.round(summary.rps * options.candidates);
-        const point: SweepPoint = {
-          concurrency: c,
-          rps: summary.rps,
-          candPerS,
-          p50: summary.latency.p50,
-          p90: summary.latency.p90,
-          p99: summary.latency.p99,
-          errors: summary.non2xx + summary.errors + summary.timeouts,
-          ratioToCeiling: round(candPerS / ceilingServer, 3),
-          run: summary,
-          server: side,
-        };
-        points.push(point);
-        log(`${label} c=${c}: ${point.rps} rps, ${candPerS} cand/s, p50 ${point.p50} p90 ${point.p90} p99 ${point.p99} ms, errors ${point.errors} ${JSON.stringify(summary.status)}`);
-        log(`  ${describeServer(side)}`);
-      }
-      return points;
+    const measurePoint = async (server: ServerHandle, label: string, c: number): Promise<SweepPoint> => {
+      const { summary, server: side } = await observed(server, workers, () => closedLoop({ url: server.url, connections: c, durationS: options.durationS, body: next }));
+      const candPerS = Math.round(summary.rps * options.candidates);
+      const point: SweepPoint = {
+        concurrency: c,
+        rps: summary.rps,
+        candPerS,
+        p50: summary.latency.p50,
+        p90: summary.latency.p90,
+        p99: summary.latency.p99,
+        errors: summary.non2xx + summary.errors + summary.timeouts,
+        ratioToCeiling: round(candPerS / ceilingServer, 3),
+        run: summary,
+        server: side,
+      };
+      log(`${label} c=${c}: ${point.rps} rps, ${candPerS} cand/s, p50 ${point.p50} p90 ${point.p90} p99 ${point.p99} ms, errors ${point.errors} ${JSON.stringify(summary.status)}`);
+      log(`  ${describeServer(side)}`);
+      return point;
     };
+    const warm = (server: ServerHandle) => closedLoop({ url: server.url, connections: Math.min(4, Math.max(...options.concurrency)), durationS: options.warmupS, body: next });
 
-    // 2a. the server as configured, then 3 + 4 on the same process
+    // 2. the server as configured and its floor, both up, each concurrency measured on one and then
+    // the other: this VM's speed drifts by tens of percent within minutes, and two sweeps run minutes
+    // apart put that drift into the ratio (0.72-0.81 at c=4 that way, 0.80-1.03 in pairs;
+    // docs/DESIGN-NOTES.md 16). The idle one of the two costs no measurable CPU.
     const logDir = path.join(options.out, 'logs');
     (await import('node:fs')).mkdirSync(logDir, { recursive: true });
-    let server = await startServer({ repo: repo.dir, env: serverEnv(false), logFile: path.join(logDir, `bench-${stamp}-server.log`) });
+    const server = await startServer({ repo: repo.dir, env: serverEnv(false), logFile: path.join(logDir, `bench-${stamp}-server.log`) });
     servers.push(server);
     log(`server pid ${server.pid} on ${server.url} (rss ${Math.round(server.rssKb() / 1024)} MiB)`);
-    const normal = await sweep(server, 'server');
+    const floorServer = await startServer({ repo: repo.dir, env: serverEnv(true), logFile: path.join(logDir, `bench-${stamp}-floor.log`) });
+    servers.push(floorServer);
+    log(`floor (SKIP_INFERENCE=true) pid ${floorServer.pid} on ${floorServer.url}`);
+    await warm(server);
+    await warm(floorServer);
+    const normal: SweepPoint[] = [];
+    const floor: SweepPoint[] = [];
+    for (const c of options.concurrency) {
+      normal.push(await measurePoint(server, 'server', c));
+      floor.push(await measurePoint(floorServer, 'floor', c));
+    }
+    await floorServer.stop();
     const best = normal.reduce((a, b) => (b.rps > a.rps ? b : a));
     const maxRps = best.rps;
 
@@ -222,12 +232,6 @@ async function main(): Promise<void> {
     };
     log(`deadline ${options.deadlineMs} ms: ${late.length}/${dl.summary.completed} answered 504, their p50 ${deadline.latency504.p50} p99 ${deadline.latency504.p99} ms (background p99 ${bg.summary.latency.p99} ms)`);
     const rssKb = server.rssKb();
-    await server.stop();
-
-    // 2b. the floor
-    server = await startServer({ repo: repo.dir, env: serverEnv(true), logFile: path.join(logDir, `bench-${stamp}-floor.log`) });
-    servers.push(server);
-    const floor = await sweep(server, 'floor');
     await server.stop();
 
     const rows = normal.map((p, i) => ({
