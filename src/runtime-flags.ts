@@ -16,8 +16,11 @@
  */
 export const kServerNodeFlags: readonly string[] = ['--max-semi-space-size=64', '--initial-old-space-size=128'];
 
-/** The flags of kServerNodeFlags (by name) that `execArgv` does not set. */
-export function missingServerNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
-  const present = new Set(execArgv.map((arg) => arg.split('=')[0].replace(/_/g, '-')));
+/**
+ * The flags of kServerNodeFlags (by name) that neither `execArgv` nor NODE_OPTIONS sets (flags from
+ * NODE_OPTIONS, such as `.npmrc`'s semi-space size, are in effect but absent from process.execArgv).
+ */
+export function missingServerNodeFlags(execArgv: readonly string[] = process.execArgv, nodeOptions: string = process.env.NODE_OPTIONS ?? ''): string[] {
+  const present = new Set([...execArgv, ...nodeOptions.split(/\s+/)].map((arg) => arg.split('=')[0].replace(/_/g, '-')));
   return kServerNodeFlags.filter((flag) => !present.has(flag.split('=')[0]));
 }

@@ -9,11 +9,13 @@ import { kServerNodeFlags, missingServerNodeFlags } from '../src/runtime-flags.j
 const read = (file: string) => readFileSync(path.join(projectRoot, file), 'utf8');
 
 test('missingServerNodeFlags names the flags execArgv lacks, whatever value or spelling it uses', () => {
-  assert.deepEqual(missingServerNodeFlags([]), [...kServerNodeFlags]);
-  assert.deepEqual(missingServerNodeFlags([...kServerNodeFlags, '--inspect']), []);
+  assert.deepEqual(missingServerNodeFlags([], ''), [...kServerNodeFlags]);
+  assert.deepEqual(missingServerNodeFlags([...kServerNodeFlags, '--inspect'], ''), []);
   // An operator's own value counts as set; V8 accepts underscores too.
-  assert.deepEqual(missingServerNodeFlags(['--max_semi_space_size=16', '--initial-old-space-size=512']), []);
-  assert.deepEqual(missingServerNodeFlags(['--max-semi-space-size=64']), ['--initial-old-space-size=128']);
+  assert.deepEqual(missingServerNodeFlags(['--max_semi_space_size=16', '--initial-old-space-size=512'], ''), []);
+  assert.deepEqual(missingServerNodeFlags(['--max-semi-space-size=64'], ''), ['--initial-old-space-size=128']);
+  // A flag that NODE_OPTIONS sets (as .npmrc does for npm scripts) is in effect though not in execArgv.
+  assert.deepEqual(missingServerNodeFlags(['--initial-old-space-size=128'], ' --max-semi-space-size=64  --enable-source-maps'), []);
 });
 
 test('npm start, the container image and the closed-loop script start node with the flags', () => {
