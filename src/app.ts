@@ -159,6 +159,11 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
         else hold(reply);
         return;
       }
+      if (socket.destroyed) {
+        // Nobody is left to refuse: not a shed request, and the 503 below only ends Fastify's chain.
+        metrics.abandoned.inc();
+        return reply.code(503).send();
+      }
     }
     const reason = admission.lastRefusal;
     metrics.shed.inc({ reason });

@@ -32,6 +32,11 @@ export function createMetrics() {
       },
     }),
     shed: new client.Counter({ name: 'rank_shed_total', help: 'Requests shed before scoring', labelNames: ['reason'], registers: [registry] }),
+    abandoned: new client.Counter({
+      name: 'rank_admission_abandoned_total',
+      help: 'Requests whose client went away while they waited for a place (not shed: no answer was sent)',
+      registers: [registry],
+    }),
     admission: new client.Gauge({
       name: 'rank_admission_requests',
       help: 'Admitted scoring requests (/v1/rank, OIP infer) in progress (in_flight) and requests waiting for a place (waiting)',

@@ -87,6 +87,11 @@ test('a client that leaves the waiting line or drops an admitted request leaks n
   await until({ inflight: 1, waiting: 1 });
   b.destroy();
   await until({ inflight: 1, waiting: 0 });
+  // B was not shed and got no 503: it is counted as abandoned, apart from the server's refusals.
+  const metricsText = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.match(metricsText, /^rank_admission_abandoned_total 1$/m);
+  assert.doesNotMatch(metricsText, /^rank_shed_total\{/m);
+  assert.doesNotMatch(metricsText, /^rank_requests_total\{surface="unparsed"/m);
   // A's client goes away too: its place comes back.
   a.destroy();
   await until({ inflight: 0, waiting: 0 });
