@@ -8,7 +8,7 @@ import pino, { type Logger } from 'pino';
 import type { ClusterLink } from './cluster.js';
 import type { Config } from './config.js';
 import { Errors } from './errors.js';
-import { createMetrics, type Metrics } from './metrics.js';
+import { createMetrics, VersionSeriesRetirement, type Metrics } from './metrics.js';
 import { ModelLoader } from './models/loader.js';
 import { InferencePool } from './models/pool.js';
 import { worldReferenceRequests } from './models/reference.js';
@@ -75,6 +75,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
   });
   const cache = new UserCache(config.userCacheEntries, config.userCacheTtlMs, (hit) => metrics.userCache.inc({ result: hit ? 'hit' : 'miss' }));
+  const retirement = new VersionSeriesRetirement(metrics, config.metricsVersionGraceMs, (error) => log.error({ err: error }, 'retiring a version\'s metric series failed'));
   let loader: ModelLoader;
   const canary = new CanaryMonitor(config.canary, registry, log, metrics, (name) => loader.rollbackCanary(name));
   const shadow = new ShadowRunner(pool, registry, metrics, config.shadowMaxInflight);
@@ -83,9 +84,13 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     failed: (entry) => metrics.loadFailures.inc({ model: entry.name }),
     rolloutRejected: () => metrics.rolloutRejected.inc(),
     rolloutWritten: () => cluster?.announceFlagsChanged(),
-    loaded: (entry) => metrics.provider.set({ model: entry.name, version: String(entry.version), provider: entry.load!.provider }, 1),
+    loaded: (entry) => {
+      retirement.cancel(entry.name, entry.version);
+      metrics.provider.set({ model: entry.name, version: String(entry.version), provider: entry.load!.provider }, 1);
+    },
     unloaded: (entry) => {
       cache.purge(entry.key);
+      retirement.unloaded(entry.name, entry.version);
       metrics.provider.remove({ model: entry.name, version: String(entry.version), provider: entry.load?.provider ?? 'cpu' });
     },
   });
@@ -204,6 +209,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     await loader.stop();
   });
   app.addHook('onClose', async () => {
+    retirement.close();
     await shadow.idle();
     await pool.close();
     await impressions?.close();

@@ -74,6 +74,8 @@ export interface Config {
     windowMs: number;
   };
   impressionLog: string | null;
+  /** How long an unloaded version's per-version metric series stay (for the last scrape). */
+  metricsVersionGraceMs: number;
   shutdownGraceMs: number;
   /** Benchmark floor only: everything but session.run (scores are a constant). */
   skipInference: boolean;
@@ -199,6 +201,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       windowMs: integer(env, 'CANARY_WINDOW_MS', 60000, 1000),
     },
     impressionLog: env.IMPRESSION_LOG ? path.resolve(env.IMPRESSION_LOG) : null,
+    metricsVersionGraceMs: integer(env, 'METRICS_VERSION_GRACE_MS', 600000, 0),
     shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 10000, 0),
     skipInference: boolean(env, 'SKIP_INFERENCE', false),
     ...overrides,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { defaultRollout, fixtureDir, writeRolloutFile, writeVersion, type VersionSpec } from './helpers/fixture-repo.js';
 import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
@@ -12,6 +12,7 @@ async function setup(t: import('node:test').TestContext, overrides: Partial<Conf
   return { app, repo, loader: app.ranker.loader, registry: app.ranker.registry };
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 const rank = async (app: Awaited<ReturnType<typeof setup>>['app'], seed = 1, extra: Record<string, unknown> = {}) => {
   const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(12, 20, seed), ...extra } });
@@ -71,6 +72,40 @@ test('per-version metrics cover live versions only; unloaded and deleted ones ar
   assert.doesNotMatch(body, /^model_versions\{model="feed-ctr",state="failed"\}/m);
 });
 
+test("an unloaded version's request counters and latency histograms are removed after METRICS_VERSION_GRACE_MS, and kept when it loads again within it", async (t) => {
+  const { app, repo, loader, registry } = await setup(t, { metricsVersionGraceMs: 150 });
+  const metrics = async () => (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  const v1Series = /^model_(requests_total|score_duration_ms_(bucket|sum|count))\{[^}]*model="feed-ctr",version="1"/m;
+  const v3Series = /^model_(requests_total|score_duration_ms_(bucket|sum|count))\{[^}]*model="feed-ctr",version="3"/m;
+  await rank(app);
+  assert.match(await metrics(), v1Series, 'v1 served a request');
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  writeVersion(repo, { name: 'feed-ctr', version: 3, variant: 'v1' });
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 3, 'feed-cvr': 1 }));
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 1)!.state, 'unloaded');
+  await rank(app);
+  assert.match(await metrics(), v1Series, 'within the grace the final counts stay for a scrape');
+  // Rolling back to v1 within the grace loads it again: its series must survive the pending removal.
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 1, 'feed-cvr': 1 }));
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 1)!.state, 'ready');
+  await sleep(300);
+  assert.match(await metrics(), v1Series, 'a version loaded again keeps its series');
+  // Forward again: v1 unloads (keepVersions 2 keeps v2 and v3) and its series go after the grace.
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 3, 'feed-cvr': 1 }));
+  await loader.scan();
+  assert.equal(registry.get('feed-ctr', 1)!.state, 'unloaded');
+  await sleep(300);
+  const body = await metrics();
+  assert.doesNotMatch(body, v1Series);
+  assert.match(body, v3Series, 'the serving version keeps its series');
+  assert.match(body, /^metrics_version_series_retired_total [1-9]\d*$/m);
+  // The counters of a retired version start again from zero if it ever serves again: Prometheus
+  // reads that as a counter reset, which rate() handles.
+  assert.match(body, /^rank_requests_total\{surface="feed",code="200"\} 2$/m, 'surface totals are not per version and stay');
+});
+
 test('hidden and temporary directories are ignored', async (t) => {
   const { repo, loader, registry } = await setup(t);
   const dir = writeVersion(repo, { name: 'feed-ctr', version: 7 });
@@ -78,6 +113,18 @@ test('hidden and temporary directories are ignored', async (t) => {
   mkdirSync(path.join(repo, '.tmp-feed-ctr'), { recursive: true });
   await loader.scan();
   assert.deepEqual(registry.versions('feed-ctr').map((v) => v.version), [1]);
+});
+
+test('a version folder reached through a symbolic link is discovered; files and dangling links named like versions are not', async (t) => {
+  const { repo, loader, registry } = await setup(t);
+  // The staging area is a hidden folder of the repository: the scan itself ignores it.
+  const elsewhere = writeVersion(path.join(repo, '.staging'), { name: 'feed-ctr', version: 5, variant: 'v2' });
+  symlinkSync(elsewhere, path.join(repo, 'feed-ctr', '5'));
+  writeFileSync(path.join(repo, 'feed-ctr', '6'), 'not a folder');
+  symlinkSync(path.join(repo, 'gone'), path.join(repo, 'feed-ctr', '8'));
+  await loader.scan();
+  assert.deepEqual(registry.versions('feed-ctr').map((v) => v.version), [1, 5]);
+  assert.equal(registry.get('feed-ctr', 5)!.state, 'ready');
 });
 
 const brokenClasses: Array<[string, (repo: string) => void, RegExp]> = [

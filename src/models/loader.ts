@@ -4,7 +4,7 @@
  * drains then unloads versions that are no longer wanted. Scans never overlap; a scan requested
  * while one runs is run once more afterwards.
  */
-import { watch, type FSWatcher } from 'node:fs';
+import { watch, type Dirent, type FSWatcher } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -19,6 +19,17 @@ import { readRollout, validateRollout, writeRollout, type ModelFlags, type Rollo
 
 export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
 export const kPlainVersion = /^[1-9][0-9]{0,8}$/;
+
+/** A directory entry that is a folder, or a link to one (false if it vanished meanwhile). */
+async function isDirectory(fullPath: string, entry: Dirent): Promise<boolean> {
+  if (entry.isDirectory()) return true;
+  if (!entry.isSymbolicLink()) return false;
+  try {
+    return (await stat(fullPath)).isDirectory();
+  } catch {
+    return false;
+  }
+}
 
 export interface LoaderEvents {
   loaded?(entry: ModelVersion): void;
@@ -155,33 +166,34 @@ export class ModelLoader {
     await this.#unloadUnwanted(this.#wanted(rollout, onDisk));
   }
 
+  /**
+   * Model and version folders, from one readdir per folder: the types come with the entries, so a
+   * scan costs no stat per version (a repository that keeps every published version made that
+   * ~0.1 ms per version per scan). Symbolic links are followed with a stat.
+   */
   async #listRepository(): Promise<Map<string, string>> {
     const found = new Map<string, string>();
-    let models: string[];
+    let models: Dirent[];
     try {
-      models = await readdir(this.#options.modelRepo);
+      models = await readdir(this.#options.modelRepo, { withFileTypes: true });
     } catch (error) {
       this.#log.error({ err: error, repo: this.#options.modelRepo }, 'model repository cannot be read');
       return found;
     }
-    for (const name of models) {
-      if (!kPlainName.test(name)) continue; // hidden, temp and foreign entries
-      const modelDir = path.join(this.#options.modelRepo, name);
-      let versions: string[];
+    for (const model of models) {
+      if (!kPlainName.test(model.name)) continue; // hidden, temp and foreign entries
+      const modelDir = path.join(this.#options.modelRepo, model.name);
+      let versions: Dirent[];
       try {
-        if (!(await stat(modelDir)).isDirectory()) continue;
-        versions = await readdir(modelDir);
+        if (!(await isDirectory(modelDir, model))) continue;
+        versions = await readdir(modelDir, { withFileTypes: true });
       } catch {
         continue;
       }
       for (const version of versions) {
-        if (!kPlainVersion.test(version)) continue;
-        const dir = path.join(modelDir, version);
-        try {
-          if ((await stat(dir)).isDirectory()) found.set(`${name}@${Number(version)}`, dir);
-        } catch {
-          /* vanished between readdir and stat */
-        }
+        if (!kPlainVersion.test(version.name)) continue;
+        const dir = path.join(modelDir, version.name);
+        if (await isDirectory(dir, version)) found.set(`${model.name}@${Number(version.name)}`, dir);
       }
     }
     return found;
