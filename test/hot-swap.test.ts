@@ -358,4 +358,14 @@ test('admin API: bearer token, plain identifiers, flags, load/unload, rescan', a
   assert.deepEqual(list.models['feed-ctr'].serving, { stable: 1, canary: { version: 2, percent: 10 }, shadow: [] });
   assert.ok(list.models['feed-ctr'].versions[1].gate.checks.length >= 5);
   assert.equal(existsSync(path.join(repo, 'rollout.json')), true);
+  const one = await admin.inject({ method: 'GET', url: '/admin/models/feed-ctr/versions/2', headers: kAdminAuth });
+  assert.equal(one.statusCode, 200, one.body);
+  assert.deepEqual(one.json(), { name: 'feed-ctr', ...list.models['feed-ctr'].versions[1] }, 'one version reads as in the listing');
+  const missing = await admin.inject({ method: 'GET', url: '/admin/models/feed-ctr/versions/9', headers: kAdminAuth });
+  assert.equal(missing.statusCode, 404);
+  assert.equal(missing.json().error.code, 'MODEL_VERSION_NOT_FOUND');
+  const noModel = await admin.inject({ method: 'GET', url: '/admin/models/feed-xyz/versions/1', headers: kAdminAuth });
+  assert.equal(noModel.json().error.code, 'MODEL_NOT_FOUND');
+  assert.equal((await admin.inject({ method: 'GET', url: '/admin/models/feed-ctr/versions/01', headers: kAdminAuth })).statusCode, 400);
+  assert.equal((await admin.inject({ method: 'GET', url: '/admin/models/feed-ctr/versions/2' })).statusCode, 401);
 });

@@ -1,6 +1,6 @@
 /**
  * Admin API, on its own port (loopback by default) behind a bearer token compared in constant time:
- * models, versions, states and gate results; flags; load / unload; rescan; canary verdicts; shadow.
+ * models, versions (all, or one), states and gate results; flags; load / unload; rescan; canary verdicts; shadow.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
@@ -96,6 +96,16 @@ export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: Adm
     const versions = registry.versions(name);
     if (versions.length === 0) throw Errors.UNKNOWN_MODEL(name);
     return { name, flags: registry.rollout?.models[name] ?? null, versions: versions.map(describe) };
+  });
+
+  // One version, for a publisher waiting on its new version: the listings above grow with every
+  // version kept on disk (~1.6 KB each with its gate report), this answer does not.
+  app.get<{ Params: { name: string; version: string } }>('/admin/models/:name/versions/:version', async (request) => {
+    const name = plainName(request.params.name);
+    const version = plainVersion(request.params.version);
+    const entry = registry.get(name, version);
+    if (!entry) throw registry.versions(name).length === 0 ? Errors.UNKNOWN_MODEL(name) : Errors.UNKNOWN_VERSION(name, version);
+    return { name, ...describe(entry) };
   });
 
   app.get('/admin/rollout', async () => ({ rollout: registry.rollout, warnings: registry.routing.warnings, rolloutError: loader.rolloutError }));
