@@ -292,12 +292,12 @@ async function main(): Promise<void> {
       ceilings.flatMap((c) => c.points.map((p) => [`${c.objective} ${c.name}@${c.version}`, p.candidatesPerBatch, p.candPerS, p.runMsP50, p.runMsP99, c.encode.msPerRequest])),
     );
     const scenarioText = table(
-      ['scenario', 'offered /s', 'ok rps', 'p50 ms', 'p99 ms', 'p99 ok ms', 'non-2xx', 'statuses', 'lead-in p99 ok ms', 'lead-in statuses'],
+      ['scenario', 'offered /s', 'ok rps', 'p50 ms', 'p99 ms', 'p99 ok ms', 'server p99 <= ms', 'client lag p99 ms', 'non-2xx', 'statuses', 'lead-in p99 ok ms', 'lead-in statuses'],
       [
-        ['70% open loop', rate70, at70.rps, at70.latency.p50, at70.latency.p99, at70.latencyOk.p99, at70.non2xx, JSON.stringify(at70.status), at70leadIn?.p99Accepted ?? '-', at70leadIn ? JSON.stringify(at70leadIn.status) : '-'],
-        ['70% autocannon overallRate', Math.round(rate70), at70cannon.rps, at70cannon.latency.p50, at70cannon.latency.p99, at70cannon.latencyOk.p99, at70cannon.non2xx, JSON.stringify(at70cannon.status), '-', '-'],
-        ['200% open loop', rate200, at200.rps, at200.latency.p50, at200.latency.p99, at200.latencyOk.p99, at200.non2xx, JSON.stringify(at200.status), overload.leadIn?.p99Accepted ?? '-', overload.leadIn ? JSON.stringify(overload.leadIn.status) : '-'],
-        [`deadline ${options.deadlineMs} ms (+bg c=${bg.summary.connections})`, deadlineRate, dl.summary.rps, dl.summary.latency.p50, dl.summary.latency.p99, dl.summary.latencyOk.p99, dl.summary.non2xx, JSON.stringify(dl.summary.status), '-', '-'],
+        ['70% open loop', rate70, at70.rps, at70.latency.p50, at70.latency.p99, at70.latencyOk.p99, at70run.server.serverP99AtMostMs ?? '-', at70.clientLoopDelayP99Ms ?? '-', at70.non2xx, JSON.stringify(at70.status), at70leadIn?.p99Accepted ?? '-', at70leadIn ? JSON.stringify(at70leadIn.status) : '-'],
+        ['70% autocannon overallRate', Math.round(rate70), at70cannon.rps, at70cannon.latency.p50, at70cannon.latency.p99, at70cannon.latencyOk.p99, '-', '-', at70cannon.non2xx, JSON.stringify(at70cannon.status), '-', '-'],
+        ['200% open loop', rate200, at200.rps, at200.latency.p50, at200.latency.p99, at200.latencyOk.p99, at200run.server.serverP99AtMostMs ?? '-', at200.clientLoopDelayP99Ms ?? '-', at200.non2xx, JSON.stringify(at200.status), overload.leadIn?.p99Accepted ?? '-', overload.leadIn ? JSON.stringify(overload.leadIn.status) : '-'],
+        [`deadline ${options.deadlineMs} ms (+bg c=${bg.summary.connections})`, deadlineRate, dl.summary.rps, dl.summary.latency.p50, dl.summary.latency.p99, dl.summary.latencyOk.p99, '-', dl.summary.clientLoopDelayP99Ms ?? '-', dl.summary.non2xx, JSON.stringify(dl.summary.status), '-', '-'],
       ],
     );
     const sideRows: Array<[string, ServerSide]> = [
@@ -308,8 +308,8 @@ async function main(): Promise<void> {
       ['deadline + background', deadlineSide],
     ];
     const sideText = table(
-      ['run', 'server mean ms', 'batches', 'cand/batch', 'req/batch', 'workers busy', 'responses by code', 'shed (reason)', 'scoring outcomes'],
-      sideRows.map(([name, x]) => [name, x.serverMeanMs, x.batches, x.meanBatchCandidates, x.meanBatchRequests, x.workerBusyShare, JSON.stringify(x.responsesByCode), JSON.stringify(x.shedByReason), JSON.stringify(x.scoringOutcomes)]),
+      ['run', 'server mean ms', 'server p99 <= ms', 'batches', 'cand/batch', 'req/batch', 'workers busy', 'responses by code', 'shed (reason)', 'scoring outcomes'],
+      sideRows.map(([name, x]) => [name, x.serverMeanMs, x.serverP99AtMostMs ?? '-', x.batches, x.meanBatchCandidates, x.meanBatchRequests, x.workerBusyShare, JSON.stringify(x.responsesByCode), JSON.stringify(x.shedByReason), JSON.stringify(x.scoringOutcomes)]),
     );
     const markdown = [
       `# Benchmark ${startedAt}${quick ? ' (quick mode: numbers are a smoke test only)' : ''}`,
@@ -336,7 +336,8 @@ async function main(): Promise<void> {
       scenarioText,
       '',
       `Overload (200%): ${(overload.shedShare * 100).toFixed(1)}% shed with 503/429, ${(overload.rejectedShare * 100).toFixed(1)}% non-2xx in all (504: ${overload.deadline504}); p99 of accepted requests ${overload.p99Accepted} ms (p50 ${overload.p50Accepted}).`,
-      `The open-loop rows measure ${options.fixedS} s after a ${options.leadInS} s lead-in at the same rate on the same connections (the onset: a cold client opening its connections, admission control reaching sustained overload); the lead-in columns are that onset, left out of the row. Server-side rows below include the lead-in.`,
+      `The open-loop rows measure ${options.fixedS} s after a ${options.leadInS} s lead-in at the same rate on the same connections (the onset: a cold client opening its connections, admission control reaching sustained overload); the lead-in columns are that onset, left out of the row. Server-side rows below include the lead-in. ` +
+        `server p99 <= ms: the server's own p99 (parse to response) from its histogram, an upper bound; client lag p99 ms: the load generator's own event-loop delay while it sent (it shares the cores), which its latencies include.`,
       `Deadline ${options.deadlineMs} ms: ${deadline.rejected504} of ${dl.summary.completed} answered 504; 504 latency p50 ${deadline.latency504.p50} ms, p99 ${deadline.latency504.p99} ms.`,
       `Capacity re-checked (closed loop, ${options.recheckS} s at c=${best.concurrency}): ${rechecks.map((r) => `${r.when} ${r.rps} rps (${r.ofPeak} of the sweep's peak)`).join('; ')}.` +
         (drifted ? ' **The host ran more than 15% away from the sweep\'s speed during the fixed-rate rows: read them against these re-checks.**' : ''),
@@ -345,7 +346,7 @@ async function main(): Promise<void> {
       '',
       sideText,
       '',
-      'server mean ms = rank_request_duration_ms (parse to response, excludes time in socket buffers); workers busy = session.run time / (wall x workers); ' +
+      'server mean ms = rank_request_duration_ms (parse to response, excludes time in socket buffers); server p99 <= ms = upper bound of the histogram bucket holding its p99 (the buckets are coarse; - past the last finite bucket); workers busy = session.run time / (wall x workers); ' +
         'shed (reason) = rank_shed_total (before body parsing: inflight = bound full with no waiting line, line_full = waiting line full, wait_timeout = no place within the wait, event_loop = lag controller; deadline = early 504); scoring outcomes = model_requests_total (SERVER_OVERLOADED = pool queue full, MAX_QUEUED_CANDIDATES).',
       '',
     ].join('\n');

@@ -53,6 +53,9 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 40_0
   assert.ok(b.ceiling.serverCeilingCandPerS > 0);
   assert.ok(b.deadline.rejected504 > 0, `an unmeetable deadline is answered 504: ${JSON.stringify(b.deadline.status)}`);
   assert.ok(readFileSync(path.join(out, 'bench', 'bench-latest.md'), 'utf8').includes('Concurrency sweep'));
+  // The 70% row says how much of its tail is the client's and bounds the server's own p99.
+  assert.ok(b.fixedRate.at70.run.clientLoopDelayP99Ms > 0, JSON.stringify(b.fixedRate.at70.run));
+  assert.ok(b.fixedRate.at70.server.serverP99AtMostMs === null || b.fixedRate.at70.server.serverP99AtMostMs > 0);
 
   assert.ok(swap.code === 0 || swap.code === 3, swap.output);
   const s = JSON.parse(readFileSync(path.join(out, 'swap', 'swap-latest.json'), 'utf8'));

@@ -8,6 +8,7 @@
  * Both record every response (completion time, latency, status) for exact percentiles per status.
  */
 import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import autocannon, { type AutocannonRequest } from 'autocannon';
 import { summarize, type LatencySummary } from './stats.js';
 
@@ -38,6 +39,11 @@ export interface RunSummary {
   timeouts: number;
   /** Open loop only: sends skipped because the client already had maxInflight requests open. */
   clientDropped?: number;
+  /**
+   * Open loop only: p99 of the load generator's own event-loop delay while it sent, ms. The client
+   * shares the host's cores; its delays are in its latencies (they count from the scheduled send).
+   */
+  clientLoopDelayP99Ms?: number;
 }
 
 function summarizeSamples(samples: Sample[], durationS: number, extra: Partial<RunSummary> & Pick<RunSummary, 'mode' | 'sent' | 'errors' | 'timeouts'>): RunSummary {
@@ -166,6 +172,9 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
   let inflight = 0;
   let stop = false;
   options.until?.then(() => (stop = true), () => (stop = true));
+  const loopDelay = monitorEventLoopDelay({ resolution: 2 });
+  loopDelay.enable();
+  const leadInEnd = leadInMs > 0 ? setTimeout(() => loopDelay.reset(), leadInMs) : null;
 
   const fire = (scheduled: number, index: number, into: Phase) => {
     const body = options.body(index);
@@ -223,6 +232,9 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
     tick();
   });
   const sendEndedAt = performance.now();
+  loopDelay.disable();
+  if (leadInEnd) clearTimeout(leadInEnd);
+  const clientLoopDelayP99Ms = loopDelay.count > 0 ? +(loopDelay.percentile(99) / 1e6).toFixed(2) : undefined;
   // Let the requests in flight finish (bounded by their timeout).
   const drainUntil = performance.now() + (options.timeoutMs ?? 10_000) + 1000;
   while (inflight > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
@@ -231,7 +243,7 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
   const measuredS = Math.max(0, sendEndedAt - measuredFrom) / 1000;
   return {
     samples: measured.samples,
-    summary: summary(measured, measuredS),
+    summary: { ...summary(measured, measuredS), clientLoopDelayP99Ms },
     ...(leadInMs > 0 ? { leadIn: { samples: leadIn.samples, summary: summary(leadIn, Math.min(leadInMs, sendEndedAt - started) / 1000) } } : {}),
   };
 }

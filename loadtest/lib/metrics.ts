@@ -45,6 +45,30 @@ export interface ServerSide {
   meanRunMs: number;
   /** The server's own request latency (parse to response) mean, ms. */
   serverMeanMs: number;
+  /**
+   * Upper bound of the histogram bucket that holds the server's own p99 (parse to response), ms;
+   * null when the p99 is past the last finite bucket or no request was timed.
+   */
+  serverP99AtMostMs: number | null;
+}
+
+/**
+ * The upper bound of the bucket in which quantile `q` of a histogram's observations over the run
+ * falls (summed over its other labels). A bound, not an interpolation: the buckets are coarse.
+ */
+export function histogramQuantileBound(before: Scrape, after: Scrape, name: string, q: number): number | null {
+  const byBound = new Map<number, number>();
+  for (const r of delta(before, after, `${name}_bucket`)) {
+    const bound = r.labels.le === '+Inf' ? Infinity : Number(r.labels.le);
+    byBound.set(bound, (byBound.get(bound) ?? 0) + r.value);
+  }
+  const bounds = [...byBound.keys()].sort((a, b) => a - b);
+  const total = byBound.get(Infinity) ?? 0;
+  if (total <= 0) return null;
+  // Buckets are cumulative: one whose count did not move over the run is absent from the delta, and
+  // then no smaller bucket moved either, so no quantile can fall in it.
+  for (const bound of bounds) if (byBound.get(bound)! >= q * total) return Number.isFinite(bound) ? bound : null;
+  return null;
 }
 
 export function serverSide(before: Scrape, after: Scrape, wallS: number, workers: number): ServerSide {
@@ -69,5 +93,6 @@ export function serverSide(before: Scrape, after: Scrape, wallS: number, workers
     workerBusyShare: r(runMs / (wallS * 1000 * workers)),
     meanRunMs: r(runMs / runs),
     serverMeanMs: r(reqMs / reqs),
+    serverP99AtMostMs: histogramQuantileBound(before, after, 'rank_request_duration_ms', 0.99),
   };
 }
