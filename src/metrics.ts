@@ -141,11 +141,6 @@ export class VersionSeriesRetirement {
     private readonly onError: (error: unknown) => void,
   ) {}
 
-  /** Pending retirements (for tests and the admin view). */
-  get pending(): number {
-    return this.#timers.size;
-  }
-
   unloaded(model: string, version: number): void {
     const key = `${model}@${version}`;
     this.cancel(model, version);

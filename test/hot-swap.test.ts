@@ -6,6 +6,8 @@ import path from 'node:path';
 import { defaultRollout, fixtureDir, writeRolloutFile, writeVersion, type VersionSpec } from './helpers/fixture-repo.js';
 import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
 import type { Config } from '../src/config.js';
+import type { Dirent } from 'node:fs';
+import { isDirectory } from '../src/models/loader.js';
 
 async function setup(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[]) {
   const { app, repo } = await startAppWithRepo(t, overrides, versions);
@@ -125,6 +127,14 @@ test('a version folder reached through a symbolic link is discovered; files and 
   await loader.scan();
   assert.deepEqual(registry.versions('feed-ctr').map((v) => v.version), [1, 5]);
   assert.equal(registry.get('feed-ctr', 5)!.state, 'ready');
+});
+
+test('a repository entry whose type readdir does not report (DT_UNKNOWN) is stat()ed, not skipped', async (t) => {
+  const { repo } = await setup(t);
+  const untyped = (name: string) => ({ name, isDirectory: () => false, isFile: () => false, isSymbolicLink: () => false }) as unknown as Dirent;
+  assert.equal(await isDirectory(path.join(repo, 'feed-ctr', '1'), untyped('1')), true);
+  assert.equal(await isDirectory(path.join(repo, 'feed-ctr', '1', 'manifest.json'), untyped('manifest.json')), false);
+  assert.equal(await isDirectory(path.join(repo, 'feed-ctr', '404'), untyped('404')), false, 'vanished');
 });
 
 const brokenClasses: Array<[string, (repo: string) => void, RegExp]> = [

@@ -20,10 +20,14 @@ import { readRollout, validateRollout, writeRollout, type ModelFlags, type Rollo
 export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
 export const kPlainVersion = /^[1-9][0-9]{0,8}$/;
 
-/** A directory entry that is a folder, or a link to one (false if it vanished meanwhile). */
-async function isDirectory(fullPath: string, entry: Dirent): Promise<boolean> {
+/**
+ * A directory entry that is a folder, or a link to one (false if it vanished meanwhile). Anything
+ * but a plain file or folder is stat()ed: links, and entries whose type the filesystem does not
+ * report in readdir (DT_UNKNOWN, for which every `is*()` of the Dirent is false).
+ */
+export async function isDirectory(fullPath: string, entry: Dirent): Promise<boolean> {
   if (entry.isDirectory()) return true;
-  if (!entry.isSymbolicLink()) return false;
+  if (entry.isFile()) return false;
   try {
     return (await stat(fullPath)).isDirectory();
   } catch {
@@ -169,7 +173,7 @@ export class ModelLoader {
   /**
    * Model and version folders, from one readdir per folder: the types come with the entries, so a
    * scan costs no stat per version (a repository that keeps every published version made that
-   * ~0.1 ms per version per scan). Symbolic links are followed with a stat.
+   * ~0.1 ms per version per scan). Links and untyped entries are stat()ed.
    */
   async #listRepository(): Promise<Map<string, string>> {
     const found = new Map<string, string>();
