@@ -81,7 +81,12 @@ test('raw tensor inference (v2 infer) reproduces the golden outputs', async (t) 
   assert.ok(meta.inputs.some((i: { name: string; datatype: string }) => i.name === 'hist_ids' && i.datatype === 'INT64'));
   assert.equal((await app.inject({ method: 'GET', url: '/v2/models/feed-ctr/versions/1/ready' })).statusCode, 200);
   assert.equal((await app.inject({ method: 'GET', url: '/v2/models/nope' })).statusCode, 404);
-  assert.equal((await app.inject({ method: 'GET', url: '/v2/models/feed-ctr/versions/9' })).statusCode, 404);
+  const noVersion = await app.inject({ method: 'GET', url: '/v2/models/feed-ctr/versions/9' });
+  assert.equal(noVersion.statusCode, 404);
+  assert.equal(noVersion.json().error.code, 'MODEL_VERSION_NOT_FOUND');
+  const noModel = await app.inject({ method: 'GET', url: '/v2/models/nope/versions/1' });
+  assert.equal(noModel.statusCode, 404);
+  assert.equal(noModel.json().error.code, 'MODEL_NOT_FOUND');
 });
 
 test('2000 candidates with a 4096-event history are scored; the history is truncated to the model and said so', async (t) => {

@@ -85,6 +85,14 @@ export class ModelRegistry extends EventEmitter {
     return this.#versions.get(name)?.get(version);
   }
 
+  /** The entry of `name`@`version`, or the 404 that says whether the model or only the version is unknown. */
+  require(name: string, version: number): ModelVersion {
+    const byVersion = this.#versions.get(name);
+    const entry = byVersion?.get(version);
+    if (entry) return entry;
+    throw byVersion ? Errors.UNKNOWN_VERSION(name, version) : Errors.UNKNOWN_MODEL(name);
+  }
+
   all(): ModelVersion[] {
     return this.models().flatMap((name) => this.versions(name));
   }

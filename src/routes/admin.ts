@@ -102,10 +102,7 @@ export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: Adm
   // version kept on disk (~1.6 KB each with its gate report), this answer does not.
   app.get<{ Params: { name: string; version: string } }>('/admin/models/:name/versions/:version', async (request) => {
     const name = plainName(request.params.name);
-    const version = plainVersion(request.params.version);
-    const entry = registry.get(name, version);
-    if (!entry) throw registry.versions(name).length === 0 ? Errors.UNKNOWN_MODEL(name) : Errors.UNKNOWN_VERSION(name, version);
-    return { name, ...describe(entry) };
+    return { name, ...describe(registry.require(name, plainVersion(request.params.version))) };
   });
 
   app.get('/admin/rollout', async () => ({ rollout: registry.rollout, warnings: registry.routing.warnings, rolloutError: loader.rolloutError }));

@@ -30,12 +30,7 @@ function latestReady(registry: ModelRegistry, name: string): ModelVersion {
 function pick(registry: ModelRegistry, name: string, version?: string): ModelVersion {
   if (version === undefined) return latestReady(registry, name);
   if (!/^[1-9][0-9]{0,8}$/.test(version)) throw Errors.BAD_IDENTIFIER('version', version);
-  const entry = registry.get(name, Number(version));
-  if (!entry) {
-    if (registry.versions(name).length === 0) throw Errors.UNKNOWN_MODEL(name);
-    throw Errors.UNKNOWN_VERSION(name, Number(version));
-  }
-  return entry;
+  return registry.require(name, Number(version));
 }
 
 function metadata(entry: ModelVersion) {
