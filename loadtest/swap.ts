@@ -43,23 +43,24 @@ class Admin {
   constructor(readonly url: string) {}
 
   async call<T>(method: string, route: string, body?: unknown): Promise<T> {
+    return (await this.#send<T>(method, route, body, false))!;
+  }
+
+  /** One version's entry, or null while the server has not discovered it (404). */
+  version(model: string, version: number): Promise<AdminVersion | null> {
+    return this.#send<AdminVersion>('GET', `/admin/models/${model}/versions/${version}`, undefined, true);
+  }
+
+  async #send<T>(method: string, route: string, body: unknown, nullOn404: boolean): Promise<T | null> {
     const response = await fetch(`${this.url}${route}`, {
       method,
       headers: { authorization: `Bearer ${kToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await response.text();
+    if (nullOn404 && response.status === 404) return null;
     if (!response.ok) throw new Error(`${method} ${route} answered ${response.status}: ${text.slice(0, 400)}`);
     return JSON.parse(text) as T;
-  }
-
-  /** One version's entry, or null while the server has not discovered it (404). */
-  async version(model: string, version: number): Promise<AdminVersion | null> {
-    const response = await fetch(`${this.url}/admin/models/${model}/versions/${version}`, { headers: { authorization: `Bearer ${kToken}` } });
-    const text = await response.text();
-    if (response.status === 404) return null;
-    if (!response.ok) throw new Error(`GET ${model}@${version} answered ${response.status}: ${text.slice(0, 400)}`);
-    return JSON.parse(text) as AdminVersion;
   }
 
   async versions(model: string): Promise<AdminVersion[]> {
