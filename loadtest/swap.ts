@@ -96,6 +96,9 @@ class Admin {
 }
 
 interface Stamp {
+  /** When the request was scheduled to be sent (it was sent then or later), same origin as `at`. */
+  sentAt: number;
+  /** When its response completed. */
   at: number;
   version: number;
   arm: string;
@@ -201,7 +204,7 @@ async function main(): Promise<void> {
           return;
         }
         const ref = JSON.parse(match[1]) as { version: number; arm: string };
-        stamps.push({ at: sample.at, version: ref.version, arm: ref.arm, user: userOf(index) });
+        stamps.push({ sentAt: sample.at - sample.latency, at: sample.at, version: ref.version, arm: ref.arm, user: userOf(index) });
       },
     });
     const windows: Array<{ name: string; from: number; to: number; note?: string }> = [];
@@ -233,6 +236,7 @@ async function main(): Promise<void> {
     windows.push({ name: 'promote to stable', from: t, to: now() });
 
     t = now();
+    const rollbackFrom = t;
     await admin.flags(model, { stable: oldVersion });
     const rolledBackAt = now();
     await sleep(options.windowS * 1000);
@@ -247,14 +251,17 @@ async function main(): Promise<void> {
       const lat = summarize(inside.map((s) => s.latency));
       return { ...w, from: Math.round(w.from), to: Math.round(w.to), requests: inside.length, non2xx: inside.filter((s) => s.status < 200 || s.status >= 300).length, p50: lat.p50, p99: lat.p99, max: lat.max, p99Ratio: round(lat.p99 / steadyP99, 3) };
     });
-    // Canary share: 2xx responses to requests sent after the flag change took effect.
-    const inCanary = stamps.filter((s) => s.at - 0 >= canaryFrom + 200 && s.at < canaryTo);
+    // Each window holds the 2xx responses to requests sent (by schedule) 200 ms or more after its flag
+    // change returned and answered before the next change was requested. Completion time alone let a
+    // request sent before a change, and answered late, count as after it (a flaky CI run).
+    const inWindow = (s: Stamp, from: number, to: number) => s.sentAt >= from + 200 && s.at < to;
+    const inCanary = stamps.filter((s) => inWindow(s, canaryFrom, canaryTo));
     const canaryHits = inCanary.filter((s) => s.arm === 'canary');
     const users = new Map<number, string>();
     for (const s of inCanary) users.set(s.user, s.arm);
     const canaryUsers = [...users.values()].filter((a) => a === 'canary').length;
-    const afterPromote = stamps.filter((s) => s.at >= promotedAt + 200 && s.at < rolledBackAt);
-    const afterRollback = stamps.filter((s) => s.at >= rolledBackAt + 200);
+    const afterPromote = stamps.filter((s) => inWindow(s, promotedAt, rollbackFrom));
+    const afterRollback = stamps.filter((s) => inWindow(s, rolledBackAt, Infinity));
     const canary = {
       percentSet: options.canaryPercent,
       responses: inCanary.length,

@@ -61,7 +61,8 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 40_0
   const s = JSON.parse(readFileSync(path.join(out, 'swap', 'swap-latest.json'), 'utf8'));
   assert.equal(s.kind, 'swap');
   assert.equal(s.phase1.non2xx, 0, `no failed request during the swap: ${JSON.stringify(s.phase1.status)}`);
-  assert.equal(s.pass.promoteAndRollbackApplied, true);
+  assert.equal(s.pass.promoteAndRollbackApplied, true, JSON.stringify({ afterPromote: s.phase1.canary.afterPromote, afterRollback: s.phase1.canary.afterRollback }));
+  assert.ok(s.phase1.canary.afterPromote.responses > 0 && s.phase1.canary.afterRollback.responses > 0, 'both windows hold responses');
   assert.ok(s.phase1.canary.canaryResponses > 0, 'the canary served some requests');
   assert.equal(s.cycles.run, 4);
   assert.ok(s.cycles.rss.length >= 2);
