@@ -1,5 +1,6 @@
 /** pCTR / pCVR -> eCPM, ordering and topK. Knows nothing of HTTP or tensors. */
 import type { Candidate } from '../features/request.js';
+import { nineSignificantDigits } from './digits.js';
 
 /**
  * One ranked candidate. A class, not an object literal, for the garbage collector: V8 tracks each
@@ -33,7 +34,9 @@ export function ecpmOf(candidate: Candidate, pctr: number, pcvr: number | undefi
 
 /**
  * Rank candidates by eCPM descending; ties keep request order (stable) so identical inputs always
- * give identical output. `pcvr` holds a score for every candidate (or null when no cvr was needed).
+ * give identical output. The order comes from the full-precision eCPM; the items carry scores and
+ * eCPM rounded to 9 significant digits (digits.ts), so two printed eCPMs may be equal where the
+ * ranks differ. `pcvr` holds a score for every candidate (or null when no cvr was needed).
  */
 export function rankCandidates(candidates: Candidate[], pctr: Float32Array, pcvr: Float32Array | null, topK: number | undefined): RankedItem[] {
   const n = candidates.length;
@@ -44,8 +47,8 @@ export function rankCandidates(candidates: Candidate[], pctr: Float32Array, pcvr
   const ranked: RankedItem[] = new Array(k);
   for (let r = 0; r < k; r++) {
     const i = order[r];
-    const item = new RankedItem(candidates[i].adId, pctr[i], ecpm[i], r + 1);
-    if (pcvr && candidates[i].bidType === 'cpa') item.pcvr = pcvr[i];
+    const item = new RankedItem(candidates[i].adId, nineSignificantDigits(pctr[i]), nineSignificantDigits(ecpm[i]), r + 1);
+    if (pcvr && candidates[i].bidType === 'cpa') item.pcvr = nineSignificantDigits(pcvr[i]);
     ranked[r] = item;
   }
   return ranked;
