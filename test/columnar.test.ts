@@ -57,6 +57,31 @@ const cases: Array<[string, (b: Body) => unknown, string]> = [
   ['a boolean feature value', (b) => (b.candidates.features.quality[3] = true), '/candidates/features/quality/3'],
 ];
 
+test('a value rejected while encoding is pointed at in the columns it came in', async (t) => {
+  // Feature encoding reads the row form; its errors pointed at rows (/candidates/3/features/quality)
+  // although the client had sent columns.
+  const { app } = await startAppWithRepo(t);
+  const cases: Array<[string, (b: Body) => unknown, string]> = [
+    ['a string where the model wants a number', (b) => (b.candidates.features.quality[3] = 'high'), '/candidates/features/quality/3'],
+    ['a number beyond float32 once standardized', (b) => (b.candidates.features.price_tier[5] = -1e39), '/candidates/features/price_tier/5'],
+  ];
+  for (const [name, mutate, path] of cases) {
+    const body = structuredClone(toColumnarForm(sampleRequest(10, 6, 2))) as Body;
+    mutate(body);
+    const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+    assert.equal(res.statusCode, 400, `${name}: ${res.body}`);
+    const error = res.json().error;
+    assert.equal(error.path, path, `${name}: ${error.message}`);
+    assert.ok(error.message.startsWith(`${path}: `), error.message);
+  }
+  // Row-form candidates with columnar history keep their row paths.
+  const mixed = structuredClone(toColumnarForm(sampleRequest(10, 6, 2))) as Body;
+  const rows = sampleRequest(10, 6, 2);
+  rows.candidates[3].features!.quality = 'high';
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...mixed, candidates: rows.candidates } });
+  assert.equal(res.json().error.path, '/candidates/3/features/quality');
+});
+
 test('every malformed column answers 400 with the JSON path of the offending column or value', async (t) => {
   const { app } = await startAppWithRepo(t);
   for (const [name, mutate, path] of cases) {

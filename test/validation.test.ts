@@ -34,6 +34,10 @@ const cases: Array<[string, Mutate, number, string]> = [
   ['feature string over 128 characters', (b) => (b.candidates[1].features.creative = 'x'.repeat(129)), 400, '/candidates/1/features/creative'],
   ['feature value null', (b) => (b.candidates[2].features.quality = null), 400, '/candidates/2/features/quality'],
   ['numeric feature sent as string', (b) => (b.user.features.age_bucket = 'three'), 400, '/user/features/age_bucket'],
+  // Finite doubles that become Infinity in a float32 tensor once standardized (NaN scores follow).
+  ['candidate feature beyond float32 once standardized', (b) => (b.candidates[4].features.quality = 1e39), 400, '/candidates/4/features/quality'],
+  ['user feature beyond float32 once standardized', (b) => (b.user.features.activity = -1e300), 400, '/user/features/activity'],
+  ['bid beyond the float32 range', (b) => (b.candidates[2].bid = 1e39), 400, '/candidates/2/bid'],
   ['topK zero', (b) => (b.topK = 0), 400, '/topK'],
   ['topK above the candidate limit', (b) => (b.topK = 2001), 400, '/topK'],
   ['deadline not positive', (b) => (b.deadlineMs = 0), 400, '/deadlineMs'],
@@ -88,6 +92,38 @@ test('non-finite numbers, malformed JSON, wrong content type and oversized bodie
   const r6 = await app.inject({ method: 'POST', url: '/v1/rank', payload: proto, headers: { 'content-type': 'application/json' } });
   assert.equal(r6.statusCode, 400);
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
+});
+
+test('a value too large for the model is the client\'s error: 400, and nothing counted against the model', async (t) => {
+  // Before: activity 1e39 became Infinity in the tensor, the scores NaN, and the request a 500
+  // INFERENCE_FAILED counted against the serving version (enough of them roll a canary back);
+  // a cpa bid of 1e308 gave an eCPM of Infinity, written as null.
+  const repo = makeRepo();
+  const app = await startApp(repo.dir);
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  const huge = sampleRequest(6, 5, 3);
+  huge.user.features!.activity = 1e39;
+  const r1 = await app.inject({ method: 'POST', url: '/v1/rank', payload: huge });
+  assert.equal(r1.statusCode, 400, r1.body);
+  assert.match(r1.json().error.message, /^\/user\/features\/activity: 1e\+39 is out of range for this model/);
+  const bigBid = sampleRequest(6, 5, 3);
+  bigBid.candidates.forEach((c) => (c.bidType = 'cpa'));
+  bigBid.candidates[0].bid = 1e308;
+  const r2 = await app.inject({ method: 'POST', url: '/v1/rank', payload: bigBid });
+  assert.equal(r2.statusCode, 400, r2.body);
+  // The largest values that fit are scored, and every eCPM is a number.
+  const largest = sampleRequest(6, 5, 3);
+  largest.candidates.forEach((c) => (c.bidType = 'cpa'));
+  largest.candidates[0].bid = 3.4e38;
+  largest.user.features!.activity = 1e30;
+  const r3 = await app.inject({ method: 'POST', url: '/v1/rank', payload: largest });
+  assert.equal(r3.statusCode, 200, r3.body);
+  assert.ok(r3.json().ranked.every((r: { ecpm: unknown }) => typeof r.ecpm === 'number' && Number.isFinite(r.ecpm)), r3.body);
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  assert.doesNotMatch(metrics, /model_requests_total\{[^}]*outcome="(?!ok")/, 'no scoring outcome other than ok');
 });
 
 test('missing features take the manifest default; unused features are ignored', async (t) => {

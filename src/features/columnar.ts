@@ -92,6 +92,22 @@ export function toRowForm(body: RankRequestBody): RankRequest {
   };
 }
 
+/**
+ * Where a value found through the row form (`/candidates/3/features/quality`, as feature encoding
+ * reports it) sits in `body`: `/candidates/features/quality/3` when the candidates came as columns,
+ * likewise for history events; other paths, and paths into row-form parts, are returned unchanged.
+ */
+export function pathInBody(path: string, body: RankRequestBody): string {
+  const candidate = /^\/candidates\/(\d+)\/(.+)$/.exec(path);
+  if (candidate && !Array.isArray(body.candidates)) {
+    const [, index, field] = candidate;
+    return `/candidates/${field}/${index}`;
+  }
+  const event = /^\/user\/history\/(\d+)\/(.+)$/.exec(path);
+  if (event && body.user.history !== undefined && !Array.isArray(body.user.history)) return `/user/history/${event[2]}/${event[1]}`;
+  return path;
+}
+
 /** The columnar form of a row-form request (clients, tests and the benchmark build bodies with it). */
 export function toColumnarForm(request: RankRequest): RankRequestBody {
   const candidates = request.candidates;

@@ -6,7 +6,7 @@
 import { Errors } from '../errors.js';
 import { hashId } from './id-hash.js';
 import { bucketFor, type DenseInputPlan, type FeaturePlan } from './plan.js';
-import type { Candidate, FeatureMap, HistoryEvent, RankRequest } from './request.js';
+import { kFloat32Max, type Candidate, type FeatureMap, type HistoryEvent, type RankRequest } from './request.js';
 
 export interface EncodedHistory {
   /** Events kept (newest `maxHistory`, chronological). */
@@ -66,6 +66,7 @@ export function encodeHistory(plan: FeaturePlan, history: HistoryEvent[] | undef
 function featurePointer(column: DenseInputPlan['columns'][number], candidateIndex: number): string {
   if (column.origin === 'user') return `/user/features/${column.key}`;
   if (column.origin === 'context') return `/context/${column.key}`;
+  if (column.origin === 'bid') return `/candidates/${candidateIndex}/bid`;
   return `/candidates/${candidateIndex}/features/${column.key}`;
 }
 
@@ -99,7 +100,13 @@ function fillDense(
     else if (typeof value === 'number') raw = value;
     else throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `must be a number for this model, got a ${typeof value}`);
     const x = column.transform === 'log1p_standardize' ? Math.log1p(Math.max(raw, 0)) : raw;
-    target[base + column.offset] = (x - column.mean) / column.std;
+    const standardized = (x - column.mean) / column.std;
+    // A value that does not fit float32 once standardized becomes Infinity in the tensor and NaN in
+    // the scores, which would fail the request as the model's fault (and count against a canary).
+    if (!(standardized <= kFloat32Max && standardized >= -kFloat32Max)) {
+      throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `${raw} is out of range for this model (standardized it does not fit float32)`);
+    }
+    target[base + column.offset] = standardized;
   }
 }
 

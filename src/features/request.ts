@@ -1,5 +1,11 @@
 /** The shape of a /v1/rank request after schema validation (src/routes/rank-schema.ts is its schema). */
 export type FeatureValue = number | string;
+
+/**
+ * The largest finite float32. Model inputs, and the pipeline's logged bids (float32 in
+ * docs/CONTRACTS.md), cannot hold more: beyond it a value becomes Infinity.
+ */
+export const kFloat32Max = 3.4028234663852886e38;
 export type FeatureMap = Record<string, FeatureValue>;
 
 export interface HistoryEvent {

@@ -1,5 +1,6 @@
 /** JSON Schemas for POST /v1/rank, compiled once at boot by Fastify; limits come from config. */
 import type { Config } from '../config.js';
+import { kFloat32Max } from '../features/request.js';
 import { kSurfaces } from '../models/manifest.js';
 
 const kMaxId = Number.MAX_SAFE_INTEGER;
@@ -25,7 +26,8 @@ export function rankSchemas(config: Pick<Config, 'maxCandidates' | 'maxHistory' 
     adId: id,
     advertiserId: id,
     category: id,
-    bid: { type: 'number', minimum: 0 },
+    // At most float32's range: bids are logged for retraining as float32, and eCPM stays finite.
+    bid: { type: 'number', minimum: 0, maximum: kFloat32Max },
     bidType: { type: 'string', enum: ['cpc', 'cpa', 'cpm'] },
   };
   const column = (items: object, minItems: number, maxItems: number) => ({ type: 'array', minItems, maxItems, items });

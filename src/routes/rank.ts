@@ -5,13 +5,23 @@
 import type { FastifyInstance } from 'fastify';
 import { context, propagation, trace } from '@opentelemetry/api';
 import type { Config } from '../config.js';
-import { toRowForm, type RankRequestBody } from '../features/columnar.js';
+import { pathInBody, toRowForm, type RankRequestBody } from '../features/columnar.js';
+import { Errors, isRankerError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { RankService } from '../ranking/rank-service.js';
 import { rankSchemas } from './rank-schema.js';
 import { TurnQueue } from './turn-queue.js';
 
 const tracer = trace.getTracer('gem-lite-ranker');
+
+/** A 400 found while encoding the row form, pointed at where the value is in the client's body. */
+function inClientForm(error: unknown, body: RankRequestBody): unknown {
+  if (!isRankerError(error) || error.code !== Errors.BAD_REQUEST.code) return error;
+  const separator = error.message.indexOf(': ');
+  const path = error.message.slice(0, separator);
+  const moved = pathInBody(path, body);
+  return moved === path ? error : Errors.BAD_REQUEST(moved, error.message.slice(separator + 2));
+}
 
 export interface RankRouteOptions {
   config: Config;
@@ -62,7 +72,8 @@ export async function rankRoutes(app: FastifyInstance, { config, service, metric
       metrics.requests.inc({ surface: body.surface, code: '200' });
       metrics.requestMs.observe({ surface: body.surface }, performance.now() - started);
       return reply.send(result);
-    } catch (error) {
+    } catch (caught) {
+      const error = inClientForm(caught, request.body);
       const status = (error as { statusCode?: number }).statusCode ?? 500;
       metrics.requests.inc({ surface: body.surface, code: String(status) });
       span.recordException(error as Error);
