@@ -98,6 +98,46 @@ test('raw tensor inference (v2 infer) reproduces the golden outputs', async (t) 
   assert.equal(noModel.json().error.code, 'MODEL_NOT_FOUND');
 });
 
+test('raw tensors that break the manifest answer 400 at their path, before the runtime sees them', async (t) => {
+  // Before, ONNX Runtime caught these as a failed run: 500 INFERENCE_FAILED and an error log line
+  // for a caller's mistake; a float beyond float32 came back as NaN scores written as null, and a
+  // negative id inside the table's size was scored as an id counted from the end.
+  const app = await withApp(t);
+  const golden = JSON.parse(readFileSync(path.join(fixtureDir, 'v1.golden.json'), 'utf8'));
+  type Input = { name: string; shape: number[]; data: number[] };
+  const base = inferInputs(golden.cases[0].inputs) as Input[];
+  const at = (inputs: Input[], name: string) => inputs.findIndex((i) => i.name === name);
+  const cases: Array<[string, (inputs: Input[]) => void, (inputs: Input[]) => string, RegExp]> = [
+    ['an id beyond its hash buckets', (x) => (x[at(x, 'ad_id')].data[0] = 5003), (x) => `/inputs/${at(x, 'ad_id')}/data/0`, /outside \[0, 5002\]/],
+    ['a negative id', (x) => (x[at(x, 'advertiser_id')].data[1] = -3), (x) => `/inputs/${at(x, 'advertiser_id')}/data/1`, /outside/],
+    ['an enum index past its values', (x) => (x[at(x, 'hist_event')].data[0] = 4), (x) => `/inputs/${at(x, 'hist_event')}/data/0`, /outside \[0, 3\]/],
+    ['a history length past L', (x) => (x[at(x, 'hist_len')].data[0] = 10_000), (x) => `/inputs/${at(x, 'hist_len')}/data/0`, /history_length/],
+    ['a request index past R', (x) => (x[at(x, 'req_idx')].data[0] = 9), (x) => `/inputs/${at(x, 'req_idx')}/data/0`, /request_index/],
+    ['a float beyond float32', (x) => (x[at(x, 'ad_dense')].data[2] = 1e39), (x) => `/inputs/${at(x, 'ad_dense')}/data/2`, /does not fit float32/],
+    ['a fixed width that differs', (x) => {
+      const d = x[at(x, 'ad_dense')];
+      d.shape = [d.shape[0] * 2, d.shape[1] / 2];
+    }, (x) => `/inputs/${at(x, 'ad_dense')}/shape/0`, /N is/],
+    ['N that differs between inputs', (x) => {
+      const c = x[at(x, 'category')];
+      c.data.push(1);
+      c.shape = [c.shape[0] + 1];
+    }, (x) => `/inputs/${Math.max(at(x, 'ad_id'), at(x, 'category'))}/shape/0`, /N is \d+ here but \d+ at/],
+    ['an input given twice', (x) => x.push(structuredClone(x[0])), (x) => `/inputs/${x.length - 1}/name`, /also \/inputs\/0/],
+  ];
+  for (const [name, mutate, path, message] of cases) {
+    const inputs = structuredClone(base);
+    mutate(inputs);
+    const res = await app.inject({ method: 'POST', url: '/v2/models/feed-ctr/versions/1/infer', payload: { inputs } });
+    assert.equal(res.statusCode, 400, `${name}: ${res.body}`);
+    const error = res.json().error;
+    assert.equal(error.path, path(inputs), `${name}: ${error.message}`);
+    assert.match(error.message, message, name);
+  }
+  const ok = await app.inject({ method: 'POST', url: '/v2/models/feed-ctr/versions/1/infer', payload: { inputs: base } });
+  assert.equal(ok.statusCode, 200, ok.body);
+});
+
 test('2000 candidates with a 4096-event history are scored; the history is truncated to the model and said so', async (t) => {
   const app = await withApp(t);
   const body = sampleRequest(2000, 4096, 11);

@@ -4,9 +4,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Errors } from '../errors.js';
-import type { Feeds } from '../features/encode.js';
 import type { InferencePool } from '../models/pool.js';
 import type { ModelRegistry, ModelVersion } from '../models/registry.js';
+import { feedsFromRawInputs, kOipTypes, requireFiniteOutputs, type RawInput } from '../models/raw-feeds.js';
 
 export interface V2RouteOptions {
   registry: ModelRegistry;
@@ -14,8 +14,6 @@ export interface V2RouteOptions {
   isReady(): boolean;
   version: string;
 }
-
-const kOipTypes: Record<string, string> = { int64: 'INT64', float32: 'FP32' };
 
 function latestReady(registry: ModelRegistry, name: string): ModelVersion {
   const route = registry.routing.models.get(name);
@@ -72,7 +70,7 @@ const inferSchema = {
 
 interface InferBody {
   id?: string;
-  inputs: Array<{ name: string; datatype: 'INT64' | 'FP32'; shape: number[]; data: number[] }>;
+  inputs: RawInput[];
 }
 
 export async function v2Routes(app: FastifyInstance, { registry, pool, isReady, version }: V2RouteOptions): Promise<void> {
@@ -98,26 +96,11 @@ export async function v2Routes(app: FastifyInstance, { registry, pool, isReady, 
   const inferHandler = async (request: { params: { name: string; version?: string }; body: InferBody }) => {
     const entry = pick(registry, request.params.name, request.params.version);
     if (entry.state !== 'ready') throw Errors.VERSION_NOT_READY(entry.key, entry.state);
-    const feeds: Feeds = {};
-    const specs = new Map((entry.manifest?.inputs ?? []).map((i) => [i.name, i]));
-    for (const [i, input] of request.body.inputs.entries()) {
-      const spec = specs.get(input.name);
-      if (!spec) throw Errors.BAD_REQUEST(`/inputs/${i}/name`, `model has no input "${input.name}"`);
-      if (kOipTypes[spec.dtype] !== input.datatype) throw Errors.BAD_REQUEST(`/inputs/${i}/datatype`, `must be ${kOipTypes[spec.dtype]}`);
-      const size = input.shape.reduce((a, b) => a * b, 1);
-      if (size !== input.data.length) throw Errors.BAD_REQUEST(`/inputs/${i}/data`, `has ${input.data.length} values for shape [${input.shape}]`);
-      if (input.shape.length !== spec.shape.length) throw Errors.BAD_REQUEST(`/inputs/${i}/shape`, `must have ${spec.shape.length} dimensions`);
-      if (input.datatype === 'INT64') {
-        for (const v of input.data) if (!Number.isSafeInteger(v)) throw Errors.BAD_REQUEST(`/inputs/${i}/data`, 'INT64 data must be integers');
-        feeds[input.name] = { type: 'int64', dims: input.shape, data: BigInt64Array.from(input.data, (v) => BigInt(v)) };
-      } else {
-        feeds[input.name] = { type: 'float32', dims: input.shape, data: Float32Array.from(input.data) };
-      }
-    }
-    for (const name of specs.keys()) if (!feeds[name]) throw Errors.BAD_REQUEST('/inputs', `input "${name}" is missing`);
+    const feeds = feedsFromRawInputs(entry.manifest!, request.body.inputs);
     registry.acquire(entry);
     try {
       const { outputs } = await pool.runFeeds(entry.key, feeds);
+      requireFiniteOutputs(entry.key, outputs);
       return {
         id: request.body.id,
         model_name: entry.name,
