@@ -39,7 +39,23 @@ test('/v1/rank answers the columnar form exactly like the row form, mixed forms 
 });
 
 // [name, mutation of the columnar body, expected JSON path]
-const cases: Array<[string, (b: Body) => unknown, string]> = [
+type PathCase = [string, (b: Body) => unknown, string];
+
+/** Each mutated columnar body answers 400 RANK_BAD_REQUEST at the expected path, message included. */
+async function assertPaths(app: Awaited<ReturnType<typeof startAppWithRepo>>['app'], cases: PathCase[]): Promise<void> {
+  for (const [name, mutate, path] of cases) {
+    const body = structuredClone(toColumnarForm(sampleRequest(10, 6, 2))) as Body;
+    mutate(body);
+    const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+    assert.equal(res.statusCode, 400, `${name}: ${res.body}`);
+    const error = res.json().error;
+    assert.equal(error.code, 'RANK_BAD_REQUEST', name);
+    assert.equal(error.path, path, `${name}: ${error.message}`);
+    assert.ok(error.message.startsWith(`${path}: `), error.message);
+  }
+}
+
+const cases: PathCase[] = [
   ['a column shorter than adId', (b) => b.candidates.bid.pop(), '/candidates/bid'],
   ['a feature column of another length', (b) => b.candidates.features.quality.push(0.5), '/candidates/features/quality'],
   ['a history column shorter than adId', (b) => b.user.history.ts.pop(), '/user/history/ts'],
@@ -61,19 +77,10 @@ test('a value rejected while encoding is pointed at in the columns it came in', 
   // Feature encoding reads the row form; its errors pointed at rows (/candidates/3/features/quality)
   // although the client had sent columns.
   const { app } = await startAppWithRepo(t);
-  const cases: Array<[string, (b: Body) => unknown, string]> = [
+  await assertPaths(app, [
     ['a string where the model wants a number', (b) => (b.candidates.features.quality[3] = 'high'), '/candidates/features/quality/3'],
     ['a number beyond float32 once standardized', (b) => (b.candidates.features.price_tier[5] = -1e39), '/candidates/features/price_tier/5'],
-  ];
-  for (const [name, mutate, path] of cases) {
-    const body = structuredClone(toColumnarForm(sampleRequest(10, 6, 2))) as Body;
-    mutate(body);
-    const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
-    assert.equal(res.statusCode, 400, `${name}: ${res.body}`);
-    const error = res.json().error;
-    assert.equal(error.path, path, `${name}: ${error.message}`);
-    assert.ok(error.message.startsWith(`${path}: `), error.message);
-  }
+  ]);
   // Row-form candidates with columnar history keep their row paths.
   const mixed = structuredClone(toColumnarForm(sampleRequest(10, 6, 2))) as Body;
   const rows = sampleRequest(10, 6, 2);
@@ -84,13 +91,5 @@ test('a value rejected while encoding is pointed at in the columns it came in', 
 
 test('every malformed column answers 400 with the JSON path of the offending column or value', async (t) => {
   const { app } = await startAppWithRepo(t);
-  for (const [name, mutate, path] of cases) {
-    const body = structuredClone(toColumnarForm(sampleRequest(10, 6, 2))) as Body;
-    mutate(body);
-    const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
-    assert.equal(res.statusCode, 400, `${name}: ${res.body}`);
-    const error = res.json().error;
-    assert.equal(error.code, 'RANK_BAD_REQUEST', name);
-    assert.equal(error.path, path, `${name}: ${error.message}`);
-  }
+  await assertPaths(app, cases);
 });
