@@ -42,6 +42,7 @@ test('ranks by eCPM with the documented formulas and stamps model versions', asy
     }
   }
   assert.ok(out.timings.totalMs > 0);
+  for (const [name, ms] of Object.entries(out.timings as Record<string, number>)) assert.equal(ms, Math.round(ms * 1000) / 1000, `${name} ${ms} to the microsecond`);
   // No score is printed with more than 9 significant digits (a float32 widened to a double prints 17).
   const printed = [...res.body.matchAll(/"(pctr|pcvr|ecpm)":([-0-9.e+]+)/g)].map((m) => m[2]);
   assert.ok(printed.length >= 60, `${printed.length} scores found in the body`);

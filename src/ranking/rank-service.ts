@@ -15,6 +15,9 @@ import type { Metrics } from '../metrics.js';
 import { rankCandidates, type RankedItem } from './rank.js';
 import type { UserCache } from './user-cache.js';
 
+/** Durations in ms to the microsecond: performance.now() differences printed up to 17 digits. */
+const toMicroseconds = (ms: number) => Math.round(ms * 1000) / 1000;
+
 export interface ModelStamp {
   name: string;
   version: number;
@@ -139,7 +142,7 @@ export class RankService {
         },
         ranked,
         ...(truncated > 0 ? { historyTruncated: truncated } : {}),
-        timings: { totalMs: performance.now() - startedAt, featuresMs, scoreMs },
+        timings: { totalMs: toMicroseconds(performance.now() - startedAt), featuresMs: toMicroseconds(featuresMs), scoreMs: toMicroseconds(scoreMs) },
       };
       this.#metrics.candidates.inc({ surface }, n);
       if (this.#hooks.shadow) {
