@@ -6,7 +6,7 @@
 import { Errors } from '../errors.js';
 import { hashId } from './id-hash.js';
 import { bucketFor, type DenseInputPlan, type FeaturePlan } from './plan.js';
-import { kFloat32Max, type Candidate, type FeatureMap, type HistoryEvent, type RankRequest } from './request.js';
+import { fitsFloat32, type Candidate, type FeatureMap, type HistoryEvent, type RankRequest } from './request.js';
 
 export interface EncodedHistory {
   /** Events kept (newest `maxHistory`, chronological). */
@@ -103,7 +103,7 @@ function fillDense(
     const standardized = (x - column.mean) / column.std;
     // A value that does not fit float32 once standardized becomes Infinity in the tensor and NaN in
     // the scores, which would fail the request as the model's fault (and count against a canary).
-    if (!(standardized <= kFloat32Max && standardized >= -kFloat32Max)) {
+    if (!fitsFloat32(standardized)) {
       throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `${raw} is out of range for this model (standardized it does not fit float32)`);
     }
     target[base + column.offset] = standardized;

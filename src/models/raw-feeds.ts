@@ -9,7 +9,7 @@
  */
 import { Errors } from '../errors.js';
 import type { Feeds } from '../features/encode.js';
-import { kFloat32Max } from '../features/request.js';
+import { fitsFloat32 } from '../features/request.js';
 import type { InputSpec, Manifest } from './manifest.js';
 
 export interface RawInput {
@@ -22,7 +22,7 @@ export interface RawInput {
 export const kOipTypes: Record<InputSpec['dtype'], 'INT64' | 'FP32'> = { int64: 'INT64', float32: 'FP32' };
 
 /** The inclusive range of an int64 input's values, from its source; null where any int is allowed. */
-function valueRange(spec: InputSpec, sizes: Map<string, number>): [number, number] | null {
+function valueRange(spec: InputSpec, sizes: Map<string, { size: number; at: string }>): [number, number] | null {
   const source = spec.source;
   switch (source.kind) {
     case 'history_id':
@@ -31,9 +31,9 @@ function valueRange(spec: InputSpec, sizes: Map<string, number>): [number, numbe
     case 'history_enum':
       return [0, source.values.length];
     case 'history_length':
-      return [0, sizes.get('L') ?? 0];
+      return [0, sizes.get('L')?.size ?? 0];
     case 'request_index':
-      return [0, (sizes.get('R') ?? 0) - 1];
+      return [0, (sizes.get('R')?.size ?? 0) - 1];
     default:
       return null;
   }
@@ -42,9 +42,9 @@ function valueRange(spec: InputSpec, sizes: Map<string, number>): [number, numbe
 export function feedsFromRawInputs(manifest: Manifest, inputs: RawInput[]): Feeds {
   const specs = new Map(manifest.inputs.map((spec) => [spec.name, spec]));
   const seen = new Map<string, number>();
-  // Symbolic dimensions (R users, N candidates, L history slots) must agree across inputs.
-  const sizes = new Map<string, number>();
-  const sizeFrom = new Map<string, string>();
+  // Symbolic dimensions (R users, N candidates, L history slots) must agree across inputs: each
+  // one's size, and the shape entry that set it.
+  const sizes = new Map<string, { size: number; at: string }>();
   for (const [i, input] of inputs.entries()) {
     const spec = specs.get(input.name);
     if (!spec) throw Errors.BAD_REQUEST(`/inputs/${i}/name`, `model has no input "${input.name}"`);
@@ -60,12 +60,8 @@ export function feedsFromRawInputs(manifest: Manifest, inputs: RawInput[]): Feed
       }
       if (got < 1) throw Errors.BAD_REQUEST(`/inputs/${i}/shape/${d}`, `${want} must be at least 1`);
       const bound = sizes.get(want);
-      if (bound === undefined) {
-        sizes.set(want, got);
-        sizeFrom.set(want, `/inputs/${i}/shape/${d}`);
-      } else if (bound !== got) {
-        throw Errors.BAD_REQUEST(`/inputs/${i}/shape/${d}`, `${want} is ${got} here but ${bound} at ${sizeFrom.get(want)}`);
-      }
+      if (bound === undefined) sizes.set(want, { size: got, at: `/inputs/${i}/shape/${d}` });
+      else if (bound.size !== got) throw Errors.BAD_REQUEST(`/inputs/${i}/shape/${d}`, `${want} is ${got} here but ${bound.size} at ${bound.at}`);
     }
     const size = input.shape.reduce((a, b) => a * b, 1);
     if (size !== input.data.length) throw Errors.BAD_REQUEST(`/inputs/${i}/data`, `has ${input.data.length} values for shape [${input.shape}]`);
@@ -91,7 +87,7 @@ export function feedsFromRawInputs(manifest: Manifest, inputs: RawInput[]): Feed
       const data = new Float32Array(input.data.length);
       for (let k = 0; k < input.data.length; k++) {
         const v = input.data[k];
-        if (!(v <= kFloat32Max && v >= -kFloat32Max)) throw Errors.BAD_REQUEST(`/inputs/${i}/data/${k}`, `${v} does not fit float32`);
+        if (!fitsFloat32(v)) throw Errors.BAD_REQUEST(`/inputs/${i}/data/${k}`, `${v} does not fit float32`);
         data[k] = v;
       }
       feeds[input.name] = { type: 'float32', dims: input.shape, data };
