@@ -1,6 +1,5 @@
 /** The shape of a /v1/rank request after schema validation (src/routes/rank-schema.ts is its schema). */
 export type FeatureValue = number | string;
-
 export type FeatureMap = Record<string, FeatureValue>;
 
 /**
