@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeRepo } from './helpers/fixture-repo.js';
-import { sampleRequest, startApp } from './helpers/app.js';
+import { sampleRequest, startAppWithRepo } from './helpers/app.js';
 
 type Mutate = (body: Record<string, any>) => unknown;
 
@@ -45,12 +44,7 @@ const cases: Array<[string, Mutate, number, string]> = [
 ];
 
 test('every bad-input class answers 400 with the JSON path of the offending field', async (t) => {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t);
   for (const [name, mutate, status, path] of cases) {
     const body = structuredClone(sampleRequest(6, 5, 2)) as unknown as Record<string, any>;
     mutate(body);
@@ -65,12 +59,7 @@ test('every bad-input class answers 400 with the JSON path of the offending fiel
 });
 
 test('non-finite numbers, malformed JSON, wrong content type and oversized bodies are rejected', async (t) => {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir, { bodyLimitBytes: 64 * 1024 });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t, { bodyLimitBytes: 64 * 1024 });
   const good = JSON.stringify(sampleRequest(3, 2, 4));
   // JSON.parse turns 1e400 into Infinity: it must not pass as a bid.
   const infinite = good.replace(/"bid":[0-9.]+/, '"bid":1e400');
@@ -98,12 +87,7 @@ test('a value too large for the model is the client\'s error: 400, and nothing c
   // Before: activity 1e39 became Infinity in the tensor, the scores NaN, and the request a 500
   // INFERENCE_FAILED counted against the serving version (enough of them roll a canary back);
   // a cpa bid of 1e308 gave an eCPM of Infinity, written as null.
-  const repo = makeRepo();
-  const app = await startApp(repo.dir);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t);
   const huge = sampleRequest(6, 5, 3);
   huge.user.features!.activity = 1e39;
   const r1 = await app.inject({ method: 'POST', url: '/v1/rank', payload: huge });
@@ -127,12 +111,7 @@ test('a value too large for the model is the client\'s error: 400, and nothing c
 });
 
 test('missing features take the manifest default; unused features are ignored', async (t) => {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t);
   const base = sampleRequest(8, 5, 9);
   base.user.features = { age_bucket: 3, tenure_days: 30, device: 'ios' }; // activity missing -> default (its mean)
   const withDefault = (await app.inject({ method: 'POST', url: '/v1/rank', payload: base })).json();
