@@ -48,8 +48,12 @@ def export_student(net: StudentNet, du: int, da: int, path: Path) -> Path:
     ex = dummy_inputs(du, da)
     args = tuple(torch.from_numpy(ex[n]) for n in INPUT_NAMES)
     buf = io.BytesIO()
+    # No constant folding: every parameter stays an initializer under its state-dict name (folding
+    # would store transposes and slices of them under generated names), so a published model can be
+    # loaded back into a StudentNet and exported again (reexport.py). onnxruntime folds the same
+    # constants when it creates the session: the two graphs run equally fast.
     torch.onnx.export(wrapper, args, buf, input_names=INPUT_NAMES, output_names=["p"],
-                      dynamic_axes=DYNAMIC_AXES, opset_version=OPSET, do_constant_folding=True)
+                      dynamic_axes=DYNAMIC_AXES, opset_version=OPSET, do_constant_folding=False)
     model = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(model)
     got = [i.name for i in model.graph.input]
