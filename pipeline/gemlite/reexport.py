@@ -164,7 +164,7 @@ def reexport(repo: Path, name: str, version: int | None = None, log=print) -> di
         ms_new = bench_student(path, spec.du, spec.da, n=500, L=spec.max_length)
         new_manifest = json.loads(json.dumps(manifest))
         new_manifest["createdAt"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        new_manifest["model"].update(sha256=sha256_file(path), bytes=path.stat().st_size)
+        new_manifest["model"].update(file="model.onnx", sha256=sha256_file(path), bytes=path.stat().st_size)  # what publish() writes
         new_manifest["lineage"]["reexportedFrom"] = {"version": version, "sha256": manifest["model"]["sha256"]}
         new_version, final = publish(repo, name, path, new_manifest, new_golden)
     report = {"name": name, "from": version, "version": new_version, "dir": str(final), "maxAbsDiffVsOld": drift,
