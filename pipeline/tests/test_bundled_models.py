@@ -35,3 +35,21 @@ def test_bundled_version(vdir):
     tol = golden["tolerance"]
     for case, out in zip(golden["cases"], ort_run(vdir / "model.onnx", golden["cases"])):
         assert np.allclose(out["p"], case["outputs"]["p"]["data"], atol=tol["atol"], rtol=tol["rtol"])
+
+
+REEXPORTED = [v for v in VERSIONS if "reexportedFrom" in json.loads((v / "manifest.json").read_text())["lineage"]]
+
+
+@pytest.mark.parametrize("vdir", REEXPORTED, ids=[f"{p.parent.name}@{p.name}" for p in REEXPORTED])
+def test_reexported_version_scores_what_its_source_scores(vdir):
+    """A re-exported version (new graph, same weights) and the version it came from agree on every
+    golden case through onnxruntime-node, to float32 rounding."""
+    source = json.loads((vdir / "manifest.json").read_text())["lineage"]["reexportedFrom"]
+    src = vdir.parent / str(source["version"])
+    if not src.exists():
+        pytest.skip(f"{src.name} is no longer bundled")
+    assert sha256_file(src / "model.onnx") == source["sha256"]
+    cases = json.loads((vdir / "golden.json").read_text())["cases"]
+    new, old = ort_run(vdir / "model.onnx", cases), ort_run(src / "model.onnx", cases)
+    for a, b in zip(new, old):
+        assert a["p"].shape == b["p"].shape and np.abs(a["p"] - b["p"]).max() < 1e-6
