@@ -18,7 +18,7 @@ import { measureCeiling, type ModelCeiling } from './lib/ceiling.js';
 import { closedLoop, openLoop, type RunSummary } from './lib/load.js';
 import { scrape, serverSide, type ServerSide } from './lib/metrics.js';
 import { openRepo, routedModels } from './lib/repo.js';
-import { hostInfo, table, timestamp, writeResults } from './lib/report.js';
+import { hostInfo, readCpuTimes, stolenShare, stolenText, table, timestamp, writeResults } from './lib/report.js';
 import { startServer, type ServerHandle } from './lib/server.js';
 import { round, summarize } from './lib/stats.js';
 import { projectRoot } from '../src/paths.js';
@@ -87,6 +87,7 @@ async function main(): Promise<void> {
   };
   const stamp = timestamp();
   const startedAt = new Date().toISOString();
+  const cpuAtStart = readCpuTimes();
   const repo = openRepo(options.repo, options.fixtures);
   const servers: ServerHandle[] = [];
   const cleanup = async () => {
@@ -268,7 +269,7 @@ async function main(): Promise<void> {
       startedAt,
       finishedAt: new Date().toISOString(),
       quick,
-      host: hostInfo(),
+      host: { ...hostInfo(), stolenShare: stolenShare(cpuAtStart, readCpuTimes()) },
       options,
       repo: { dir: repo.source === 'fixtures' ? '(fixtures)' : path.relative(process.cwd(), repo.dir) || '.', source: repo.source, models: models.map(({ objective, name, version }) => ({ objective, name, version })) },
       server: { processes: options.processes, poolSize: options.poolSize, rssMiBAfterLoad: Math.round(rssKb / 1024) },
@@ -314,7 +315,7 @@ async function main(): Promise<void> {
     const markdown = [
       `# Benchmark ${startedAt}${quick ? ' (quick mode: numbers are a smoke test only)' : ''}`,
       '',
-      `Host: ${result.host.cpus} CPUs (${result.host.cpuModel}), node ${result.host.node}, load average at end ${result.host.loadavg.join(' ')}. ` +
+      `Host: ${result.host.cpus} CPUs (${result.host.cpuModel}), node ${result.host.node}, load average at end ${result.host.loadavg.join(' ')}. ${stolenText(result.host.stolenShare)} ` +
         `Server: ${options.processes} HTTP process(es) x ${options.poolSize} inference worker(s). Repo: ${result.repo.dir} (${models.map((m) => `${m.objective}=${m.name}@${m.version}`).join(', ')}).`,
       `Bodies: ${bodies.stats.count} distinct ${options.surface} requests in ${options.format} form, ${options.candidates} candidates, history ${options.history}, ${bodies.stats.distinctUsers} users, ${bodies.stats.meanBytes} bytes; bid types ${JSON.stringify(bodies.stats.bidTypes)} (cvr scores the cpa subset: ${(cpaShare * 100).toFixed(0)}% of candidates).`,
       '',
@@ -352,6 +353,7 @@ async function main(): Promise<void> {
     ].join('\n');
     const written = writeResults(options.out, 'bench', stamp, result, markdown + (options.plot ? `![bench](bench-latest.png)\n` : ''), options.plot);
     process.stdout.write(`\n${text}\n\n${ceilingText}\n\n${scenarioText}\n\n`);
+    log(stolenText(result.host.stolenShare));
     log(`wrote ${written.json}, ${written.markdown}${written.png ? `, ${written.png}` : ''}${written.plotError ? ` (plot failed: ${written.plotError})` : ''}`);
   } finally {
     await cleanup();

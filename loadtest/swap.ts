@@ -21,7 +21,7 @@ import { flagChoice, flagNumber, flagText, parseFlags } from './lib/args.js';
 import { makeBodies, userIdTemplates } from './lib/bodies.js';
 import { closedLoop, openLoop, windowOf, type Sample } from './lib/load.js';
 import { copyRepo, openRepo, publishVersion, readRolloutFile, versionsOnDisk } from './lib/repo.js';
-import { hostInfo, table, timestamp, writeResults } from './lib/report.js';
+import { hostInfo, readCpuTimes, stolenShare, stolenText, table, timestamp, writeResults } from './lib/report.js';
 import { startServer, type ServerHandle } from './lib/server.js';
 import { scrape, serverSide } from './lib/metrics.js';
 import { linearFit, round, summarize } from './lib/stats.js';
@@ -138,6 +138,7 @@ async function main(): Promise<void> {
   const began = performance.now();
   const stamp = timestamp();
   const startedAt = new Date().toISOString();
+  const cpuAtStart = readCpuTimes();
   const source = openRepo(options.repo, options.fixtures);
   const repo = copyRepo(source.dir);
   source.cleanup();
@@ -376,7 +377,7 @@ async function main(): Promise<void> {
       startedAt,
       finishedAt: new Date().toISOString(),
       quick,
-      host: hostInfo(),
+      host: { ...hostInfo(), stolenShare: stolenShare(cpuAtStart, readCpuTimes()) },
       options,
       repo: { source: source.source, from: source.source === 'fixtures' ? '(fixtures)' : source.dir, model, oldVersion, newVersion },
       bodies: bodies.stats,
@@ -410,7 +411,7 @@ async function main(): Promise<void> {
     const markdown = [
       `# Hot-swap benchmark ${startedAt}${quick ? ' (quick mode: smoke test only)' : ''}`,
       '',
-      `Host: ${result.host.cpus} CPUs, node ${result.host.node}, load average at end ${result.host.loadavg.join(' ')}. Model swapped: ${model} (${oldVersion} -> ${newVersion} -> rollback). ` +
+      `Host: ${result.host.cpus} CPUs, node ${result.host.node}, load average at end ${result.host.loadavg.join(' ')}. ${stolenText(result.host.stolenShare)} Model swapped: ${model} (${oldVersion} -> ${newVersion} -> rollback). ` +
         `Bodies: ${bodies.stats.count} ${options.surface} requests x ${options.candidates} candidates, history ${options.history}, user ids over ${options.users} users.`,
       '',
       `## Phase 1: steady ${rate} req/s (${options.loadShare * 100}% of a ${probe.rps} rps capacity probe), open loop`,
@@ -436,6 +437,7 @@ async function main(): Promise<void> {
     ].join('\n');
     const written = writeResults(options.out, 'swap', stamp, result, markdown + (options.plot ? '![rss](swap-latest.png)\n' : ''), options.plot);
     process.stdout.write(`\n${windowText}\n\n${rssText}\n\n${markdown.split('\n').filter((l) => l.startsWith('Checks') || l.startsWith('Canary') || l.startsWith('RSS')).join('\n')}\n`);
+    log(stolenText(result.host.stolenShare));
     log(`wrote ${written.json}, ${written.markdown}${written.png ? `, ${written.png}` : ''}${written.plotError ? ` (plot failed: ${written.plotError})` : ''}`);
     if (!Object.values(result.pass).every(Boolean)) process.exitCode = 3;
   } finally {

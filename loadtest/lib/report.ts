@@ -1,6 +1,6 @@
 /** Result files (JSON + Markdown + PNG via plot.py) and plain-text tables for the load-test CLIs. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from '../../src/paths.js';
@@ -17,6 +17,48 @@ export function hostInfo() {
     loadavg: os.loadavg().map((x) => +x.toFixed(2)),
     memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
   };
+}
+
+/** Aggregate CPU times (jiffies) from the first line of /proc/stat; null where there is none. */
+export interface CpuTimes {
+  total: number;
+  steal: number;
+}
+
+export function parseCpuTimes(procStat: string): CpuTimes | null {
+  const line = procStat.split('\n', 1)[0];
+  if (!/^cpu\s/.test(line)) return null;
+  // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already in user.
+  const fields = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  if (fields.length < 8 || fields.some((x) => !Number.isFinite(x))) return null;
+  return { total: fields.reduce((a, b) => a + b, 0), steal: fields[7] };
+}
+
+export function readCpuTimes(): CpuTimes | null {
+  try {
+    return parseCpuTimes(readFileSync('/proc/stat', 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Share of the host's CPU time that the hypervisor gave to other guests between two readings. On
+ * a shared VM this moved between 0 and over 20% within minutes, and the bench's numbers with it: a
+ * run with a large share is not comparable with one without.
+ */
+export function stolenShare(before: CpuTimes | null, after: CpuTimes | null): number | null {
+  if (!before || !after || after.total <= before.total) return null;
+  return +((after.steal - before.steal) / (after.total - before.total)).toFixed(4);
+}
+
+/** Above this stolen share a result says that the host was contended while it ran. */
+export const kStolenShareWarning = 0.05;
+
+export function stolenText(share: number | null): string {
+  if (share === null) return 'CPU time stolen by the hypervisor: not measured (no /proc/stat).';
+  const text = `CPU time stolen by the hypervisor during the run: ${(share * 100).toFixed(1)}%.`;
+  return share > kStolenShareWarning ? `${text} **Other guests took more than ${kStolenShareWarning * 100}% of this host's CPU while it ran: compare this run with others only with care.**` : text;
 }
 
 export function table(headers: string[], rows: Array<Array<string | number>>): string {
