@@ -2,7 +2,9 @@
  * Smoke test of the load-test scripts: `bench` and `swap` in --quick --fixtures mode (tiny durations,
  * a fixture model repository, results in a temp folder, no plot). Checks that they run end to end
  * against a real child-process server and write results with the expected shape; the numbers
- * themselves are not asserted (the machine is shared). Short phases keep both under 40 s together.
+ * themselves are not asserted (the machine is shared). Short phases keep both at ~33 s together on an
+ * idle 2-core host; the timers only bound a hang, with room for a host whose CPU other guests take
+ * (at ~30% stolen the two took 43 s and the old 40 s limit failed the test).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -18,7 +20,7 @@ function run(script: string, args: string[], env: Record<string, string> = {}): 
     let output = '';
     child.stdout.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
     child.on('exit', (code) => {
       clearTimeout(timer);
       resolve({ code, output });
@@ -26,7 +28,7 @@ function run(script: string, args: string[], env: Record<string, string> = {}): 
   });
 }
 
-test('bench and swap run end to end in --quick --fixtures mode', { timeout: 40_000 }, async (t) => {
+test('bench and swap run end to end in --quick --fixtures mode', { timeout: 300_000 }, async (t) => {
   const out = mkdtempSync(path.join(os.tmpdir(), 'loadtest-quick-'));
   t.after(() => rmSync(out, { recursive: true, force: true }));
   const common = ['--quick', '--fixtures', '--no-plot'];
@@ -52,7 +54,11 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 40_0
   assert.equal(b.ceiling.models.length, 2);
   assert.ok(b.ceiling.serverCeilingCandPerS > 0);
   assert.ok(b.deadline.rejected504 > 0, `an unmeetable deadline is answered 504: ${JSON.stringify(b.deadline.status)}`);
-  assert.ok(readFileSync(path.join(out, 'bench', 'bench-latest.md'), 'utf8').includes('Concurrency sweep'));
+  const benchMarkdown = readFileSync(path.join(out, 'bench', 'bench-latest.md'), 'utf8');
+  assert.ok(benchMarkdown.includes('Concurrency sweep'));
+  // Hypervisor steal over the run: a share on Linux, said in the report either way.
+  assert.ok(b.host.stolenShare === null || (b.host.stolenShare >= 0 && b.host.stolenShare <= 1), JSON.stringify(b.host));
+  assert.match(benchMarkdown, /CPU time stolen by the hypervisor/);
   // The 70% row says how much of its tail is the client's and bounds the server's own p99.
   assert.ok(b.fixedRate.at70.run.clientLoopDelayP99Ms > 0, JSON.stringify(b.fixedRate.at70.run));
   assert.ok(b.fixedRate.at70.server.serverP99AtMostMs === null || b.fixedRate.at70.server.serverP99AtMostMs > 0);
@@ -60,6 +66,7 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 40_0
   assert.ok(swap.code === 0 || swap.code === 3, swap.output);
   const s = JSON.parse(readFileSync(path.join(out, 'swap', 'swap-latest.json'), 'utf8'));
   assert.equal(s.kind, 'swap');
+  assert.ok(s.host.stolenShare === null || (s.host.stolenShare >= 0 && s.host.stolenShare <= 1), JSON.stringify(s.host));
   assert.equal(s.phase1.non2xx, 0, `no failed request during the swap: ${JSON.stringify(s.phase1.status)}`);
   assert.equal(s.pass.promoteAndRollbackApplied, true, JSON.stringify({ afterPromote: s.phase1.canary.afterPromote, afterRollback: s.phase1.canary.afterRollback }));
   assert.ok(s.phase1.canary.afterPromote.responses > 0 && s.phase1.canary.afterRollback.responses > 0, 'both windows hold responses');
