@@ -23,7 +23,7 @@ from .data import FeatureSpec, Task, World, fit_feature_spec, plan_batches
 from .distill import (VARIANTS, adapted_preds, attach_soft_labels, build_cache, fit_adapter, predict,
                       teacher_outputs, teacher_preds, train_student, train_teacher)
 from .export import bench_student, check_parity, dummy_inputs, export_student, torch_scores
-from .golden import build_golden, golden_tensors
+from .golden import build_golden, parity_cases
 from .publish import build_manifest, clean_stale_temps, publish, route_published
 from .report import write_report, summarize
 from .students import StudentConfig, StudentNet, count_params
@@ -235,11 +235,7 @@ def run(args: argparse.Namespace) -> dict:
         tmp = Path(tempfile.mkdtemp(prefix="gemlite-export-"))
         model_path = export_student(net, spec.du, spec.da, tmp / "model.onnx")
         golden = build_golden(world, spec, net, split["eval"][-1], surface, seed=seeds[0])
-        # parity on golden cases + extra shapes proving dynamic R / L / N (R=1 L=16, R=3 L=256)
-        extra_cases = golden_tensors(golden) + [
-            dummy_inputs(spec.du, spec.da, R=1, L=16, N=9, vocab=min(spec.cat_buckets, 100), seed=11),
-            dummy_inputs(spec.du, spec.da, R=3, L=256, N=31, vocab=min(spec.cat_buckets, 100), seed=12)]
-        parity = check_parity(model_path, net, extra_cases)
+        parity = check_parity(model_path, net, parity_cases(spec, golden))
         ms = bench_student(model_path, spec.du, spec.da, n=500, L=spec.max_length,
                            vocab=min(spec.cat_buckets, spec.adv_buckets, spec.ad_buckets))
         latency.append({"model": name, "runtime": "onnxruntime-node", "L": spec.max_length, "ms": ms})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import SURFACES, FeatureSpec, World, request_body, request_tensors
-from .export import to_case, torch_scores
+from .export import dummy_inputs, to_case, torch_scores
 from .students import StudentNet
 
 TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
@@ -67,4 +67,15 @@ def golden_tensors(golden: dict) -> list[dict[str, np.ndarray]]:
     return out
 
 
-__all__ = ["build_golden", "golden_tensors", "pick_requests", "SURFACES"]
+def parity_cases(spec: FeatureSpec, golden: dict) -> list[dict[str, np.ndarray]]:
+    """The golden cases plus two of other shapes, which prove the dynamic R / L / N: R=1 with a short
+    history, and R=3 at the longest bucket with one empty history. Ids stay within every table."""
+    vocab = min(spec.ad_buckets, spec.adv_buckets, spec.cat_buckets)
+    extra = [dummy_inputs(spec.du, spec.da, R=1, L=16, N=9, vocab=vocab, seed=1),
+             dummy_inputs(spec.du, spec.da, R=3, L=spec.max_length, N=40, vocab=vocab, seed=2)]
+    extra[1]["hist_len"][2] = 0
+    for name in ("hist_ids", "hist_category", "hist_surface", "hist_event"):
+        extra[1][name][2] = 0
+    return golden_tensors(golden) + extra
+
+__all__ = ["build_golden", "golden_tensors", "parity_cases", "pick_requests", "SURFACES"]

@@ -28,8 +28,8 @@ import torch
 from onnx import numpy_helper
 
 from .data import DenseFeature, FeatureSpec, request_tensors
-from .export import INPUT_NAMES, bench_student, check_parity, dummy_inputs, export_student, ort_run, to_case, torch_scores
-from .golden import golden_tensors
+from .export import INPUT_NAMES, bench_student, check_parity, export_student, ort_run, to_case, torch_scores
+from .golden import golden_tensors, parity_cases
 from .publish import publish, route_published, sha256_file, validate_manifest, versions
 from .students import StudentConfig, StudentNet
 
@@ -112,17 +112,6 @@ def student_from_onnx(model_path: Path, spec: FeatureSpec) -> StudentNet:
     return net.eval()
 
 
-def _check_cases(spec: FeatureSpec, golden: dict) -> list[dict[str, np.ndarray]]:
-    """The golden cases plus two of other shapes (R=1 with a short history, R=3 with an empty one)."""
-    vocab = min(spec.ad_buckets, spec.adv_buckets, spec.cat_buckets)
-    extra = [dummy_inputs(spec.du, spec.da, R=1, L=16, N=9, vocab=vocab, seed=1),
-             dummy_inputs(spec.du, spec.da, R=3, L=spec.max_length, N=40, vocab=vocab, seed=2)]
-    extra[1]["hist_len"][2] = 0
-    for name in ("hist_ids", "hist_category", "hist_surface", "hist_event"):
-        extra[1][name][2] = 0
-    return golden_tensors(golden) + extra
-
-
 def reexport(repo: Path, name: str, version: int | None = None, log=print) -> dict:
     """Publish `name`@`version` (default: its newest) again with the current serving graph."""
     repo = Path(repo)
@@ -139,7 +128,7 @@ def reexport(repo: Path, name: str, version: int | None = None, log=print) -> di
     spec = spec_from_manifest(manifest)
     net = student_from_onnx(src / manifest["model"]["file"], spec)
 
-    cases = _check_cases(spec, golden)
+    cases = parity_cases(spec, golden)
     old_scores = [o["p"] for o in ort_run(src / manifest["model"]["file"], [to_case(t) for t in cases])]
     rebuilt = max(float(np.abs(torch_scores(net, t) - p).max()) for t, p in zip(cases, old_scores))
     if rebuilt > RECONSTRUCTION_ATOL:
