@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.gemlite.data import World, fit_feature_spec
-from pipeline.gemlite.export import dummy_inputs, export_student, ort_run
+from pipeline.gemlite.export import INPUT_NAMES, dummy_inputs, ort_run
 from pipeline.gemlite.publish import sha256_file, versions
 from pipeline.gemlite.reexport import ReexportError, main, reexport, spec_from_manifest, student_from_onnx
 from pipeline.gemlite.students import StudentConfig, StudentNet
@@ -42,8 +42,7 @@ def test_serving_forward_equals_training_forward(tiny_world, hist_relu, wide, te
     t = dummy_inputs(spec.du, spec.da, R=3, L=64, N=50, vocab=100, seed=4)
     t["hist_len"][1] = 0
     teacher = torch.randn(3, teacher_dim) if teacher_dim else None
-    args = [torch.from_numpy(t[k]) for k in ("hist_ids", "hist_category", "hist_surface", "hist_event", "hist_len",
-                                             "user_dense", "ad_id", "advertiser_id", "category", "ad_dense", "req_idx")]
+    args = [torch.from_numpy(t[k]) for k in INPUT_NAMES]
     with torch.no_grad():
         serving = net(*args, user_teacher_emb=teacher)
     reference = _training_form(net, t, teacher)
