@@ -47,6 +47,13 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 300_
   assert.equal(b.kind, 'bench');
   assert.deepEqual(b.table.map((r: { concurrency: number }) => r.concurrency), [1, 4]);
   for (const row of b.table) assert.ok(row.rps > 0 && row.floorRps > 0, JSON.stringify(row));
+  // CPU per request (the comparison that moves least with the host's speed), and the main thread's
+  // part of it, which can be no more than the whole.
+  for (const row of b.table) assert.ok(row.cpuMsPerReq > 0 && row.floorCpuMsPerReq > 0, JSON.stringify(row));
+  for (const point of b.sweep.normal) {
+    const { cpuMsPerAnswer, mainThreadCpuMsPerAnswer, coresBusy } = point.server;
+    assert.ok(mainThreadCpuMsPerAnswer > 0 && mainThreadCpuMsPerAnswer <= cpuMsPerAnswer && coresBusy > 0, JSON.stringify(point.server));
+  }
   // Only 200 or an admission-control 503 (the machine may be busy); never a 4xx or another 5xx.
   for (const point of [...b.sweep.normal, ...b.sweep.floor]) {
     assert.deepEqual(Object.keys(point.run.status).filter((code) => code !== '200' && code !== '503'), [], JSON.stringify(point.run.status));
@@ -62,6 +69,9 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 300_
   // The 70% row says how much of its tail is the client's and bounds the server's own p99.
   assert.ok(b.fixedRate.at70.run.clientLoopDelayP99Ms > 0, JSON.stringify(b.fixedRate.at70.run));
   assert.ok(b.fixedRate.at70.server.serverP99AtMostMs === null || b.fixedRate.at70.server.serverP99AtMostMs > 0);
+  // The floor is run at the same 70% rate, so that row's tail can be read against HTTP + JSON alone.
+  assert.equal(b.fixedRate.at70floor.targetRate, b.fixedRate.at70.targetRate);
+  assert.ok(b.fixedRate.at70floor.run.ok > 0 && b.fixedRate.at70floor.server.batches === 0, JSON.stringify(b.fixedRate.at70floor.server));
 
   assert.ok(swap.code === 0 || swap.code === 3, swap.output);
   const s = JSON.parse(readFileSync(path.join(out, 'swap', 'swap-latest.json'), 'utf8'));

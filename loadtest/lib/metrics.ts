@@ -50,6 +50,16 @@ export interface ServerSide {
    * null when the p99 is past the last finite bucket or no request was timed.
    */
   serverP99AtMostMs: number | null;
+  /**
+   * The server's CPU time (every thread: HTTP, inference workers, libuv) per request it answered,
+   * any status, ms; from process_cpu_seconds_total. Unlike requests/s it barely moves with the
+   * host's speed between runs, so two runs minutes apart compare by it (null: nothing answered).
+   */
+  cpuMsPerAnswer: number | null;
+  /** The same for the main thread alone (the HTTP/JSON thread); null where it was not measured. */
+  mainThreadCpuMsPerAnswer: number | null;
+  /** Cores the server kept busy over the run: CPU time / wall time. */
+  coresBusy: number;
 }
 
 /**
@@ -71,7 +81,11 @@ export function histogramQuantileBound(before: Scrape, after: Scrape, name: stri
   return null;
 }
 
-export function serverSide(before: Scrape, after: Scrape, wallS: number, workers: number): ServerSide {
+/**
+ * The server side of one run. `mainThreadCpuMs` is the main thread's CPU time over the run where the
+ * caller could read it (server.ts, one process on Linux), else null.
+ */
+export function serverSide(before: Scrape, after: Scrape, wallS: number, workers: number, mainThreadCpuMs: number | null = null): ServerSide {
   const group = (prefix: string, label: string) => {
     const out: Record<string, number> = {};
     for (const r of delta(before, after, prefix)) out[r.labels[label] ?? ''] = (out[r.labels[label] ?? ''] ?? 0) + r.value;
@@ -83,6 +97,9 @@ export function serverSide(before: Scrape, after: Scrape, wallS: number, workers
   const reqMs = sum(delta(before, after, 'rank_request_duration_ms_sum'));
   const reqs = sum(delta(before, after, 'rank_request_duration_ms_count'));
   const r = (x: number, d = 3) => (Number.isFinite(x) ? +x.toFixed(d) : 0);
+  const answers = sum(delta(before, after, 'rank_requests_total'));
+  const cpuMs = sum(delta(before, after, 'process_cpu_seconds_total')) * 1000;
+  const perAnswer = (ms: number | null) => (ms === null || answers <= 0 ? null : r(ms / answers));
   return {
     shedByReason: group('rank_shed_total', 'reason'),
     scoringOutcomes: group('model_requests_total', 'outcome'),
@@ -94,5 +111,8 @@ export function serverSide(before: Scrape, after: Scrape, wallS: number, workers
     meanRunMs: r(runMs / runs),
     serverMeanMs: r(reqMs / reqs),
     serverP99AtMostMs: histogramQuantileBound(before, after, 'rank_request_duration_ms', 0.99),
+    cpuMsPerAnswer: perAnswer(cpuMs),
+    mainThreadCpuMsPerAnswer: perAnswer(mainThreadCpuMs),
+    coresBusy: r(cpuMs / (wallS * 1000), 2),
   };
 }

@@ -3,7 +3,7 @@
  * free ports, waits for /v2/health/ready, and stops it with SIGTERM. Logs go to a file so that a
  * failed start can be diagnosed; RSS is read from /proc/<pid>/status.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -27,6 +27,11 @@ export interface ServerHandle {
   adminUrl: string;
   env: Record<string, string>;
   rssKb(): number;
+  /**
+   * CPU time of the server's main thread so far, ms, from /proc; null with HTTP_PROCESSES > 1 (the
+   * pid is the cluster's primary, which does no ranking) or where there is no /proc.
+   */
+  mainThreadCpuMs(): number | null;
   logTail(): string;
   stop(): Promise<number | null>;
 }
@@ -59,6 +64,29 @@ export function readTreeRssKb(pid: number): number {
     /* no children file: count the process alone */
   }
   return readRssKb(pid) + children.reduce((sum, child) => sum + readRssKb(child), 0);
+}
+
+let clockTicksPerSecond: number | undefined;
+
+/** utime + stime of one thread, ms, from the fields of /proc/<pid>/task/<tid>/stat; null if unreadable. */
+export function parseThreadCpuMs(stat: string, ticksPerSecond: number): number | null {
+  // The command name (field 2) is in parentheses and may hold spaces: fields count from after it.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? ((utime + stime) * 1000) / ticksPerSecond : null;
+}
+
+export function readThreadCpuMs(pid: number, tid: number): number | null {
+  if (clockTicksPerSecond === undefined) {
+    const getconf = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    clockTicksPerSecond = Number(getconf.stdout?.trim()) || 100;
+  }
+  try {
+    return parseThreadCpuMs(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'), clockTicksPerSecond);
+  } catch {
+    return null;
+  }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -122,6 +150,7 @@ export async function startServer(options: ServerOptions): Promise<ServerHandle>
     adminUrl: `http://127.0.0.1:${adminPort}`,
     env,
     rssKb: () => readTreeRssKb(child.pid!),
+    mainThreadCpuMs: () => (Number(env.HTTP_PROCESSES || process.env.HTTP_PROCESSES || 1) > 1 ? null : readThreadCpuMs(child.pid!, child.pid!)),
     logTail: () => tail.join(''),
     async stop() {
       if (exitCode === undefined) {
