@@ -275,8 +275,8 @@ async function main(): Promise<void> {
       floorRps: floor[i].rps,
       floorP99: floor[i].p99,
       serverOverFloorRps: round(p.rps / floor[i].rps, 3),
-      cpuMsPerReq: p.server.cpuMsPerAnswer,
-      floorCpuMsPerReq: floor[i].server.cpuMsPerAnswer,
+      cpuMsPerAnswer: p.server.cpuMsPerAnswer,
+      floorCpuMsPerAnswer: floor[i].server.cpuMsPerAnswer,
     }));
     const result = {
       kind: 'bench',
@@ -301,10 +301,10 @@ async function main(): Promise<void> {
       deadline,
     };
 
-    const header = ['conc', 'rps', 'cand/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'x ceiling', 'floor rps', 'floor p99', 'x floor', 'CPU ms/req', 'floor CPU ms/req'];
+    const header = ['conc', 'rps', 'cand/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'x ceiling', 'floor rps', 'floor p99', 'x floor', 'CPU ms/answer', 'floor CPU ms/answer'];
     const text = table(
       header,
-      rows.map((r) => [r.concurrency, r.rps, r.candPerS, r.p50, r.p90, r.p99, r.errors, r.ratioToCeiling, r.floorRps, r.floorP99, r.serverOverFloorRps, r.cpuMsPerReq ?? '-', r.floorCpuMsPerReq ?? '-']),
+      rows.map((r) => [r.concurrency, r.rps, r.candPerS, r.p50, r.p90, r.p99, r.errors, r.ratioToCeiling, r.floorRps, r.floorP99, r.serverOverFloorRps, r.cpuMsPerAnswer ?? '-', r.floorCpuMsPerAnswer ?? '-']),
     );
     const ceilingText = table(
       ['model', 'cand/batch', 'cand/s (1 thread)', 'run p50 ms', 'run p99 ms', 'features ms/req'],
@@ -345,7 +345,7 @@ async function main(): Promise<void> {
       '',
       `rps = 2xx responses/s; cand/s = rps x ${options.candidates}; latency over all responses; x ceiling = cand/s / ${ceilingServer} ` +
         `(raw session.run ctr+cvr, ${workers} worker(s)); floor = the same server with SKIP_INFERENCE=true; x floor = rps / floor rps; ` +
-        `CPU ms/req = the server's CPU time (all threads) per request answered, from process_cpu_seconds_total: it moves far less with the host's speed than rps does.`,
+        `CPU ms/answer = the server's CPU time (all threads) per request answered with any status (the 503s of an overloaded point cost little), from process_cpu_seconds_total: it moves far less with the host's speed than rps does.`,
       '',
       '## Model ceiling (raw onnxruntime-node session.run, intraOpNumThreads 1)',
       '',

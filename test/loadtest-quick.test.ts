@@ -48,11 +48,11 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 300_
   assert.deepEqual(b.table.map((r: { concurrency: number }) => r.concurrency), [1, 4]);
   for (const row of b.table) assert.ok(row.rps > 0 && row.floorRps > 0, JSON.stringify(row));
   // CPU per request (the comparison that moves least with the host's speed), and the main thread's
-  // part of it, which can be no more than the whole.
-  for (const row of b.table) assert.ok(row.cpuMsPerReq > 0 && row.floorCpuMsPerReq > 0, JSON.stringify(row));
+  // part of it, which can be no more than the whole (5% for /proc's 10 ms clock ticks).
+  for (const row of b.table) assert.ok(row.cpuMsPerAnswer > 0 && row.floorCpuMsPerAnswer > 0, JSON.stringify(row));
   for (const point of b.sweep.normal) {
     const { cpuMsPerAnswer, mainThreadCpuMsPerAnswer, coresBusy } = point.server;
-    assert.ok(mainThreadCpuMsPerAnswer > 0 && mainThreadCpuMsPerAnswer <= cpuMsPerAnswer && coresBusy > 0, JSON.stringify(point.server));
+    assert.ok(mainThreadCpuMsPerAnswer > 0 && mainThreadCpuMsPerAnswer <= cpuMsPerAnswer * 1.05 && coresBusy > 0, JSON.stringify(point.server));
   }
   // Only 200 or an admission-control 503 (the machine may be busy); never a 4xx or another 5xx.
   for (const point of [...b.sweep.normal, ...b.sweep.floor]) {
