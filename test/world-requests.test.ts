@@ -4,14 +4,9 @@ import { kBidTypes, kEvents, kMaxRequestHistory, kSurfaces } from '../world/conf
 import { generateRankRequest, scoreRequest } from '../world/requests.js';
 import { createWorld } from '../world/world.js';
 
-const started = performance.now();
+// The size of the server's reference world (src/models/reference.ts). Its build time was once
+// asserted here (< 3 s); timing belongs to the benchmarks, not to unit tests on a shared host.
 const world = createWorld({ users: 2000, ads: 5000, advertisers: 400, seed: 5 });
-const buildMs = performance.now() - started;
-
-test('a small world for tests and load tests builds fast', () => {
-  // Target is well under a second on an idle core; generous bound for shared CI machines.
-  assert.ok(buildMs < 3000, `createWorld(2000 users, 5000 ads) took ${buildMs.toFixed(0)} ms`);
-});
 
 const isId = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
 
