@@ -60,3 +60,20 @@ test('the worst bucket sets the cost: a model slow per candidate is reported as 
   const cost = await costPerCandidate(slow, 'feed-ctr@9', plan, request);
   assert.ok(Math.abs(cost - 0.08) < 1e-12, String(cost));
 });
+
+test('timing stops at the first bucket over the limit: a too-slow model holds the shared worker for four runs, not all buckets', async (t) => {
+  const repo = makeRepo();
+  t.after(() => repo.cleanup());
+  const manifest = await readManifest(path.join(repo.dir, 'feed-ctr', '1'), { name: 'feed-ctr', version: 1 });
+  const plan = compileFeaturePlan(manifest);
+  assert.ok(plan.historyBuckets.length > 1, 'the fixture has several buckets');
+  const tooSlow = modelCosting(0, 0.2);
+  const cost = await costPerCandidate(tooSlow, 'feed-ctr@9', plan, manifestReferenceRequests(manifest, 1)[0], 0.05);
+  assert.ok(Math.abs(cost - 0.2) < 1e-12, String(cost));
+  assert.equal(tooSlow.batches.length, 4, 'one warm-up and three timed runs');
+  // Under the limit, every bucket is still timed.
+  const fine = modelCosting(0, 0.001);
+  await costPerCandidate(fine, 'feed-ctr@1', plan, manifestReferenceRequests(manifest, 1)[0], 0.05);
+  assert.equal(fine.batches.length, plan.historyBuckets.length * 4);
+});
+
