@@ -104,8 +104,12 @@ def ort_run(model_path: Path, cases: list[dict], bench: int = 0) -> list[dict]:
 def check_parity(model_path: Path, net: StudentNet, cases_tensors: list[dict[str, np.ndarray]],
                  atol: float = 1e-5, rtol: float = 1e-4) -> dict:
     """Compare ONNX Runtime (Node) with PyTorch on several cases (different R, L, N). Raises on mismatch."""
-    cases = [to_case(t) for t in cases_tensors]
-    ort_out = ort_run(model_path, cases)
+    return parity_of(ort_run(model_path, [to_case(t) for t in cases_tensors]), net, cases_tensors, atol, rtol)
+
+
+def parity_of(ort_out: list[dict], net: StudentNet, cases_tensors: list[dict[str, np.ndarray]],
+              atol: float = 1e-5, rtol: float = 1e-4) -> dict:
+    """check_parity on outputs that ort_run already gave for `cases_tensors`."""
     worst = 0.0
     for t, o in zip(cases_tensors, ort_out):
         ref = torch_scores(net, t)
@@ -115,7 +119,7 @@ def check_parity(model_path: Path, net: StudentNet, cases_tensors: list[dict[str
         worst = max(worst, float(diff.max()) if diff.size else 0.0)
         if not np.allclose(o["p"], ref, atol=atol, rtol=rtol):
             raise RuntimeError(f"ONNX/PyTorch parity failed: max abs diff {diff.max():.3g}")
-    return {"cases": len(cases), "maxAbsDiff": worst,
+    return {"cases": len(cases_tensors), "maxAbsDiff": worst,
             "shapes": [{"R": int(t["hist_ids"].shape[0]), "L": int(t["hist_ids"].shape[1]), "N": int(t["ad_id"].shape[0])}
                        for t in cases_tensors]}
 

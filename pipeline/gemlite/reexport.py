@@ -28,7 +28,7 @@ import torch
 from onnx import numpy_helper
 
 from .data import DenseFeature, FeatureSpec, request_tensors
-from .export import INPUT_NAMES, bench_student, check_parity, export_student, ort_run, to_case, torch_scores
+from .export import INPUT_NAMES, bench_student, export_student, ort_run, parity_of, to_case, torch_scores
 from .golden import golden_tensors, parity_cases
 from .publish import publish, route_published, sha256_file, validate_manifest, versions
 from .students import StudentConfig, StudentNet
@@ -146,9 +146,9 @@ def reexport(repo: Path, name: str, version: int | None = None, log=print) -> di
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_student(net, spec.du, spec.da, Path(tmp) / "model.onnx")
-        parity = check_parity(path, net, cases)
-        new_scores = [o["p"] for o in ort_run(path, [to_case(t) for t in cases])]
-        drift = max(float(np.abs(a - b).max()) for a, b in zip(new_scores, old_scores))
+        new_out = ort_run(path, [to_case(t) for t in cases])
+        parity = parity_of(new_out, net, cases)
+        drift = max(float(np.abs(o["p"] - b).max()) for o, b in zip(new_out, old_scores))
         ms_old = bench_student(src / manifest["model"]["file"], spec.du, spec.da, n=500, L=spec.max_length)
         ms_new = bench_student(path, spec.du, spec.da, n=500, L=spec.max_length)
         new_manifest = json.loads(json.dumps(manifest))
