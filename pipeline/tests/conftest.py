@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny synthetic world in the CONTRACTS.md shard layout and one tiny CLI run."""
+"""Shared fixtures: a tiny synthetic world in the CONTRACTS.md shard layout, one tiny CLI run, and the
+check that a published version reproduces its golden cases."""
+import json
 import sys
 from argparse import Namespace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,3 +34,19 @@ def tiny_run(tiny_world, tmp_path_factory):
                      threads=1, no_publish=False, quiet=True, teacher="", rollout="stable")
     result = run(args)
     return {"repo": repo, "out": out, "result": result, "world": tiny_world}
+
+
+@pytest.fixture(scope="session")
+def golden_holds():
+    """A check: the version directory's model.onnx scores its golden.json cases within their
+    tolerance through onnxruntime-node. It returns the golden file."""
+    from pipeline.gemlite.export import ort_run  # after ROOT is on sys.path
+
+    def check(vdir: Path) -> dict:
+        golden = json.loads((vdir / "golden.json").read_text())
+        tol = golden["tolerance"]
+        for case, out in zip(golden["cases"], ort_run(vdir / "model.onnx", golden["cases"])):
+            assert np.allclose(out["p"], case["outputs"]["p"]["data"], atol=tol["atol"], rtol=tol["rtol"])
+        return golden
+
+    return check

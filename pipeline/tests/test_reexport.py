@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.gemlite.data import World, fit_feature_spec
-from pipeline.gemlite.export import INPUT_NAMES, dummy_inputs, ort_run
+from pipeline.gemlite.export import INPUT_NAMES, dummy_inputs
 from pipeline.gemlite.publish import sha256_file, versions
 from pipeline.gemlite.reexport import ReexportError, main, reexport, spec_from_manifest, student_from_onnx
 from pipeline.gemlite.students import StudentConfig, StudentNet
@@ -58,15 +58,7 @@ def _copy_repo(tmp_path, name="feed-ctr", version_dir=LEGACY):
     return repo
 
 
-def _golden_holds(vdir):
-    golden = json.loads((vdir / "golden.json").read_text())
-    tol = golden["tolerance"]
-    for case, out in zip(golden["cases"], ort_run(vdir / "model.onnx", golden["cases"])):
-        assert np.allclose(out["p"], case["outputs"]["p"]["data"], atol=tol["atol"], rtol=tol["rtol"])
-    return golden
-
-
-def test_reexport_legacy_then_current_format(tmp_path):
+def test_reexport_legacy_then_current_format(tmp_path, golden_holds):
     repo = _copy_repo(tmp_path)
     first = reexport(repo, "feed-ctr", log=lambda _: None)
     assert (first["from"], first["version"]) == (1, 2)
@@ -82,7 +74,7 @@ def test_reexport_legacy_then_current_format(tmp_path):
     # every parameter is stored under its state-dict name now
     names = {i.name for i in onnx.load(str(v2 / "model.onnx")).graph.initializer}
     assert {"net.hist_proj.weight", "net.cand_cat_q.weight", "net.mlp.0.weight"} <= names
-    golden = _golden_holds(v2)
+    golden = golden_holds(v2)
     old_golden = json.loads((LEGACY / "golden.json").read_text())
     assert [r["body"] for r in golden["requests"]] == [r["body"] for r in old_golden["requests"]]
     for new, before in zip(golden["requests"], old_golden["requests"]):
@@ -150,11 +142,11 @@ def test_reexport_refuses_a_net_that_does_not_reproduce_the_file(tmp_path, monke
     assert versions(repo, "feed-ctr") == [1]
 
 
-def test_reexport_of_a_pipeline_run(tiny_run, tmp_path):
+def test_reexport_of_a_pipeline_run(tiny_run, tmp_path, golden_holds):
     """A model the pipeline just published (current format, tiny config) re-exports unchanged."""
     src = Path(tiny_run["repo"])
     name = sorted(p.name for p in src.iterdir() if p.is_dir())[0]
     repo = _copy_repo(tmp_path, name, src / name / str(versions(src, name)[-1]))
     report = reexport(repo, name, log=lambda _: None)
     assert report["maxAbsDiffVsOld"] < 1e-7
-    _golden_holds(repo / name / str(report["version"]))
+    golden_holds(repo / name / str(report["version"]))
