@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { compileFeaturePlan } from '../src/features/plan.js';
 import type { Feeds } from '../src/features/encode.js';
 import { costPerCandidate, kGateCostCandidates } from '../src/models/gate.js';
@@ -25,12 +25,16 @@ function modelCosting(fixedMs: number, perCandidateMs: number) {
   };
 }
 
-test('a run\'s fixed part is spread over a ranking-size request, not over the 64 reference candidates', async (t) => {
+/** The fixture repository's feed-ctr@1: its feature plan and a reference request (64 candidates). */
+async function fixtureModel(t: TestContext) {
   const repo = makeRepo();
   t.after(() => repo.cleanup());
   const manifest = await readManifest(path.join(repo.dir, 'feed-ctr', '1'), { name: 'feed-ctr', version: 1 });
-  const plan = compileFeaturePlan(manifest);
-  const request = manifestReferenceRequests(manifest, 1)[0];
+  return { plan: compileFeaturePlan(manifest), request: manifestReferenceRequests(manifest, 1)[0] };
+}
+
+test('a run\'s fixed part is spread over a ranking-size request, not over the 64 reference candidates', async (t) => {
+  const { plan, request } = await fixtureModel(t);
   assert.equal(request.candidates.length, 64);
   // 1 ms per run whatever the batch, 1 us per candidate: timed on 64 candidates this came to 16.6 us
   // per candidate, over a 5 us limit that the model's real per-candidate cost is far under.
@@ -45,11 +49,7 @@ test('a run\'s fixed part is spread over a ranking-size request, not over the 64
 });
 
 test('the worst bucket sets the cost: a model slow per candidate is reported as such', async (t) => {
-  const repo = makeRepo();
-  t.after(() => repo.cleanup());
-  const manifest = await readManifest(path.join(repo.dir, 'feed-ctr', '1'), { name: 'feed-ctr', version: 1 });
-  const plan = compileFeaturePlan(manifest);
-  const request = manifestReferenceRequests(manifest, 1)[0];
+  const { plan, request } = await fixtureModel(t);
   const slow = {
     async runFeeds(_key: string, feeds: Feeds) {
       // 40 us per candidate, and twice that at the longest bucket.
@@ -62,18 +62,15 @@ test('the worst bucket sets the cost: a model slow per candidate is reported as 
 });
 
 test('timing stops at the first bucket over the limit: a too-slow model holds the shared worker for four runs, not all buckets', async (t) => {
-  const repo = makeRepo();
-  t.after(() => repo.cleanup());
-  const manifest = await readManifest(path.join(repo.dir, 'feed-ctr', '1'), { name: 'feed-ctr', version: 1 });
-  const plan = compileFeaturePlan(manifest);
+  const { plan, request } = await fixtureModel(t);
   assert.ok(plan.historyBuckets.length > 1, 'the fixture has several buckets');
   const tooSlow = modelCosting(0, 0.2);
-  const cost = await costPerCandidate(tooSlow, 'feed-ctr@9', plan, manifestReferenceRequests(manifest, 1)[0], 0.05);
+  const cost = await costPerCandidate(tooSlow, 'feed-ctr@9', plan, request, 0.05);
   assert.ok(Math.abs(cost - 0.2) < 1e-12, String(cost));
   assert.equal(tooSlow.batches.length, 4, 'one warm-up and three timed runs');
   // Under the limit, every bucket is still timed.
   const fine = modelCosting(0, 0.001);
-  await costPerCandidate(fine, 'feed-ctr@1', plan, manifestReferenceRequests(manifest, 1)[0], 0.05);
+  await costPerCandidate(fine, 'feed-ctr@1', plan, request, 0.05);
   assert.equal(fine.batches.length, plan.historyBuckets.length * 4);
 });
 
