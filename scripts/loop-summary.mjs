@@ -2,8 +2,9 @@
 /**
  * Print the numbers of one closed-loop run (scripts/closed-loop.sh) from its work dir.
  *   node scripts/loop-summary.mjs WORK TASK OLD_VERSION NEW_VERSION STATE DAY...
- * Served-model AUC per labeled day joins the impression log (served pctr) with the labeled shard
- * (sampled click, truth p_click) on (user id, ad id, request ts).
+ * Served-model AUC per labeled day comes from the labeled shard alone: the labeler keeps each
+ * impression's served pctr (imp_served_pctr.npy) next to its sampled click. A join of the log to the
+ * shard on (user, ad, ts) matched nothing once the labeler stamped the simulated clock.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,29 +50,22 @@ for (const d of days) {
   const idx = json('labeled', `d${d}`, 'index.json');
   const shard = idx?.shards?.[0] ?? {};
   const feed = shard.perSurface?.feed ?? {};
-  // served pctr per (user, ad, ts) from the log; click + truth per impression from the shard
-  const served = new Map();
+  // mean served pctr from the log; the served pctr and sampled click per impression from the shard
   let pctrSum = 0, pctrN = 0;
   for (const l of (text('logs', `d${d}.jsonl`) ?? '').split('\n')) {
     if (!l) continue;
-    const r = JSON.parse(l);
-    for (const s of r.shown) {
-      served.set(`${r.userId}:${s.adId}:${r.ts}`, s.pctr);
+    for (const s of JSON.parse(l).shown) {
       pctrSum += s.pctr; pctrN++;
     }
   }
   let servedAuc = NaN;
   try {
     const dir = join(work, 'labeled', `d${d}`, shard.dir);
-    const uid = npy(dir, 'user_id'), row = npy(dir, 'imp_user_row'), ad = npy(dir, 'imp_ad_id'), ts = npy(dir, 'imp_ts');
-    const click = npy(dir, 'imp_click');
+    const served = npy(dir, 'imp_served_pctr'), click = npy(dir, 'imp_click');
     const sc = [], lb = [];
-    for (let i = 0; i < ad.length; i++) {
-      const p = served.get(`${uid[row[i]]}:${ad[i]}:${ts[i]}`);
-      if (p !== undefined) { sc.push(p); lb.push(click[i]); }
-    }
-    if (sc.length === ad.length) { servedAuc = auc(sc, lb); joined[d] = { sc, lb }; }
-    else out(`  (day ${d}: joined ${sc.length}/${ad.length} impressions to the log; served AUC skipped)`);
+    for (let i = 0; i < served.length; i++) if (!Number.isNaN(served[i])) { sc.push(served[i]); lb.push(click[i]); }
+    if (sc.length === served.length) { servedAuc = auc(sc, lb); joined[d] = { sc, lb }; }
+    else out(`  (day ${d}: ${served.length - sc.length} of ${served.length} impressions have no served pctr in the log; served AUC skipped)`);
   } catch (e) {
     out(`  (day ${d}: served AUC not computed: ${e.message})`);
   }

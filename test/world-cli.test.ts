@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseFlags } from '../world/cli-flags.js';
 import type { ImpressionLogRecord } from '../world/labeler.js';
+import { npyValues, parseNpy } from '../world/npy.js';
 import type { RankRequest } from '../world/requests.js';
 
 const cli = fileURLToPath(new URL('../world/cli.js', import.meta.url));
@@ -54,6 +55,7 @@ test('generate -> requests -> label, end to end through the CLI', (t) => {
       arm: 'stable' as const,
       ts: Date.UTC(2026, 0, 1, b.context.hour),
       rank: rank + 1,
+      pctr: servedPctrOf(b.user.id, c.adId),
     })),
   );
   writeFileSync(join(dir, 'log.jsonl'), `${log.map((r) => JSON.stringify(r)).join('\n')}\nnot json\n`);
@@ -64,4 +66,20 @@ test('generate -> requests -> label, end to end through the CLI', (t) => {
   assert.equal(labeled.labeler.malformed, 1);
   assert.equal(labeled.labeler.skipped, 0);
   assert.ok(existsSync(join(dir, 'labeled', 'day-000', 'imp_model_version.npy')));
+
+  // The served pCTR comes with each impression: the log's wall-clock ts cannot be joined to the
+  // shard's simulated ts (the closed-loop summary tried, and joined nothing).
+  const read = (name: string) => npyValues(parseNpy(readFileSync(join(dir, 'labeled', 'day-000', `${name}.npy`))));
+  const served = read('imp_served_pctr') as Float32Array;
+  const rows = read('imp_user_row') as Int32Array;
+  const userIds = read('user_id') as BigInt64Array;
+  const adIds = read('imp_ad_id') as BigInt64Array;
+  assert.equal(served.length, 300);
+  for (let i = 0; i < served.length; i++) assert.equal(served[i], Math.fround(servedPctrOf(Number(userIds[rows[i]]), Number(adIds[i]))), `impression ${i}`);
+  assert.ok(new Set(served).size > 100, 'distinct scores, so a shuffled column would not pass');
 });
+
+/** A stand-in served pCTR that depends on the impression only, so duplicates in the log agree. */
+function servedPctrOf(userId: number, adId: number): number {
+  return (((userId * 31 + adId) % 997) + 0.5) / 1000;
+}

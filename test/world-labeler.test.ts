@@ -86,6 +86,26 @@ test('labeled impressions are stamped on the simulated clock of the labeled day,
   }
 });
 
+test('each labeled impression keeps the pCTR it was served with, NaN where the log had none', () => {
+  // A stand-in score that depends on the impression only (so a user seeing an ad twice agrees);
+  // every third ad id logs none.
+  const scoreOf = (userId: number, adId: number) => (adId % 3 === 0 ? undefined : (((userId * 31 + adId) % 997) + 0.5) / 1000);
+  const logged = records.slice(0, 300).map((r) => ({ ...r, pctr: scoreOf(r.userId, r.adId) }));
+  const cols = toColumns(labelImpressions(world, logged).labeled);
+  const { users, ads } = world.entities;
+  let missing = 0;
+  for (let i = 0; i < cols.length; i++) {
+    const expected = scoreOf(Number(users.id[cols.users[cols.userRow[i]]]), Number(ads.id[cols.ad[i]]));
+    if (expected === undefined) {
+      assert.ok(Number.isNaN(cols.servedPctr[i]), `impression ${i}: no pctr logged`);
+      missing++;
+    } else assert.equal(cols.servedPctr[i], Math.fround(expected), `impression ${i}`);
+  }
+  assert.equal(cols.length, 300);
+  assert.equal(missing, logged.filter((r) => r.pctr === undefined).length);
+  assert.ok(missing > 0 && missing < 300);
+});
+
 test('labeled impressions become a shard in the training format', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'world-label-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -3,7 +3,8 @@
  * src/ranking/impression-log.ts writes them, or one ImpressionLogRecord per line), sample outcomes
  * from the ground truth, write one shard in the training format plus index.json. Extra columns
  * (not in generated shards): imp_model.npy (int16, index into index.json `labeler.models`),
- * imp_model_version.npy (int32), imp_arm.npy (int8, index into `labeler.arms`).
+ * imp_model_version.npy (int32), imp_arm.npy (int8, index into `labeler.arms`), imp_served_pctr.npy
+ * (float32, the serving model's pCTR from the log; NaN where the log had none).
  */
 import { createReadStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,6 +43,7 @@ export async function run(flags: Record<string, string>): Promise<void> {
   writeNpy(join(out, dirName, 'imp_model.npy'), '<i2', [cols.length], cols.model);
   writeNpy(join(out, dirName, 'imp_model_version.npy'), '<i4', [cols.length], cols.modelVersion);
   writeNpy(join(out, dirName, 'imp_arm.npy'), '|i1', [cols.length], cols.arm);
+  writeNpy(join(out, dirName, 'imp_served_pctr.npy'), '<f4', [cols.length], cols.servedPctr);
   const index = {
     ...indexHeader(world),
     days: 1,

@@ -180,6 +180,12 @@ export interface LabeledColumns extends ImpressionColumns {
   readonly modelVersion: Int32Array;
   /** Index into kArms. */
   readonly arm: Int8Array;
+  /**
+   * The pCTR the serving model gave each impression, from the log (NaN where the line had none).
+   * It travels with the impression because the log's wall-clock ts cannot be joined to the
+   * simulated ts the shard carries.
+   */
+  readonly servedPctr: Float32Array;
   readonly models: string[];
 }
 
@@ -208,6 +214,7 @@ export function toColumns(labeled: readonly LabeledImpression[]): LabeledColumns
     model: new Int16Array(m),
     modelVersion: new Int32Array(m),
     arm: new Int8Array(m),
+    servedPctr: new Float32Array(m),
     models,
   };
   order.forEach((src, i) => {
@@ -230,6 +237,7 @@ export function toColumns(labeled: readonly LabeledImpression[]): LabeledColumns
     cols.model[i] = mi;
     cols.modelVersion[i] = l.record.modelVersion;
     cols.arm[i] = Math.max(0, kArms.indexOf(l.record.arm));
+    cols.servedPctr[i] = typeof l.record.pctr === 'number' ? l.record.pctr : Number.NaN;
   });
   return cols;
 }
