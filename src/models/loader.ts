@@ -62,8 +62,20 @@ export class ModelLoader {
   #stopped = false;
   #lastRolloutText: string | null = null;
   #rolloutError: string | null = null;
+  /** The error behind `#rolloutError`, rethrown as is by setRollout (its message already has the prefix). */
+  #rolloutFailure: unknown = null;
   /** Versions an operator loaded by hand; kept loaded like flagged ones until unloaded by hand. */
   #pinnedLoads = new Set<string>();
+  /**
+   * Versions an operator unloaded by hand; not reloaded for being among the newest `keepVersions`
+   * (the next rescan undid the unload) until loaded by hand or named by the flags again.
+   */
+  #manualUnloads = new Set<string>();
+  /**
+   * Flag changes and manual unloads, one at a time: each reads, merges, writes and applies the flags
+   * before the next one reads them; two concurrent edits of different models lost one of the two.
+   */
+  #flagQueue: Promise<unknown> = Promise.resolve();
   /** Directory fingerprints of failed versions: a failed version is retried only if its files change. */
   #failedFingerprint = new Map<string, string>();
   scans = 0;
@@ -150,13 +162,18 @@ export class ModelLoader {
     this.scans++;
     const onDisk = await this.#listRepository();
     for (const entry of this.#registry.all()) {
-      if (!onDisk.has(entry.key) && (entry.state === 'discovered' || entry.state === 'failed' || entry.state === 'unloaded')) this.#registry.forget(entry);
+      if (!onDisk.has(entry.key) && (entry.state === 'discovered' || entry.state === 'failed' || entry.state === 'unloaded')) {
+        this.#manualUnloads.delete(entry.key);
+        this.#registry.forget(entry);
+      }
     }
     for (const [key, dir] of onDisk) {
       const [name, version] = key.split('@');
       this.#registry.discover(name, Number(version), dir);
     }
     const rollout = await this.#readFlags();
+    // Flags that name a version unloaded by hand route it again: it is an ordinary version from now on.
+    for (const key of flaggedKeys(rollout)) this.#manualUnloads.delete(key);
     const wanted = this.#wanted(rollout, onDisk);
     for (const entry of this.#registry.all()) {
       if (this.#stopped) return;
@@ -212,9 +229,11 @@ export class ModelLoader {
         this.#log.info({ rollout }, 'rollout flags read');
       }
       this.#rolloutError = null;
+      this.#rolloutFailure = null;
       return rollout;
     } catch (error) {
       const why = error instanceof Error ? error.message : String(error);
+      this.#rolloutFailure = error;
       if (why !== this.#rolloutError) {
         this.#rolloutError = why;
         const kept = this.#registry.rollout;
@@ -227,21 +246,17 @@ export class ModelLoader {
 
   /**
    * Flagged versions, versions loaded by hand, and the newest `keepVersions` versions of each model
-   * (a failed one among them is retried only when its files change; it holds no session meanwhile).
+   * (a failed one among them is retried only when its files change; it holds no session meanwhile)
+   * unless unloaded by hand.
    */
   #wanted(rollout: Rollout | null, onDisk: Map<string, string>): Set<string> {
-    const wanted = new Set<string>(this.#pinnedLoads);
-    for (const [name, flags] of Object.entries(rollout?.models ?? {})) {
-      wanted.add(`${name}@${flags.stable}`);
-      if (flags.canary) wanted.add(`${name}@${flags.canary.version}`);
-      for (const v of flags.shadow ?? []) wanted.add(`${name}@${v}`);
-    }
+    const wanted = new Set<string>([...this.#pinnedLoads, ...flaggedKeys(rollout)]);
     for (const name of this.#registry.models()) {
       const versions = this.#registry
         .versions(name)
         .filter((v) => onDisk.has(v.key))
         .slice(-this.#options.keepVersions);
-      for (const v of versions) wanted.add(v.key);
+      for (const v of versions) if (!this.#manualUnloads.has(v.key)) wanted.add(v.key);
     }
     for (const key of this.#registry.referenced()) wanted.add(key);
     return wanted;
@@ -345,25 +360,57 @@ export class ModelLoader {
 
   async loadByHand(name: string, version: number): Promise<ModelVersion> {
     await this.scan();
-    const entry = this.#registry.get(name, version);
-    if (!entry) throw Errors.UNKNOWN_VERSION(name, version);
+    const entry = this.#registry.require(name, version);
+    this.#manualUnloads.delete(entry.key);
     this.#pinnedLoads.add(entry.key);
     if (entry.state !== 'ready') await this.loadVersion(entry);
     if (this.#registry.rollout) this.#apply(this.#registry.rollout);
     return entry;
   }
 
-  async unloadByHand(name: string, version: number): Promise<ModelVersion> {
-    const entry = this.#registry.get(name, version);
-    if (!entry) throw Errors.UNKNOWN_VERSION(name, version);
-    if (this.#registry.referenced().has(entry.key)) throw Errors.VERSION_NOT_READY(entry.key, 'referenced by rollout flags; change the flags first');
-    this.#pinnedLoads.delete(entry.key);
-    if (entry.state === 'ready') await this.#drainAndUnload(entry);
-    return entry;
+  /**
+   * Unload a version and keep it unloaded across rescans. Queued with flag changes, so a version
+   * cannot become flagged between the check and the unload.
+   */
+  unloadByHand(name: string, version: number): Promise<ModelVersion> {
+    return this.#serialized(async () => {
+      const entry = this.#registry.require(name, version);
+      if (this.#registry.referenced().has(entry.key)) throw Errors.VERSION_NOT_READY(entry.key, 'referenced by rollout flags; change the flags first');
+      this.#pinnedLoads.delete(entry.key);
+      this.#manualUnloads.add(entry.key);
+      if (entry.state === 'ready') await this.#drainAndUnload(entry);
+      return entry;
+    });
   }
 
   /** Merge one model's flags into the current rollout and apply it (admin API). */
-  async updateFlags(name: string, change: { stable?: number; canary?: { version: number; percent: number } | null; shadow?: number[] }): Promise<string[]> {
+  updateFlags(name: string, change: FlagChange): Promise<string[]> {
+    return this.#serialized(() => this.#mergeFlags(name, change));
+  }
+
+  /** Automatic rollback: the canary's share goes to 0% (its version stays named for inspection). */
+  rollbackCanary(name: string): Promise<string[]> {
+    return this.#serialized(async () => {
+      // Decided on the flags as they are once this change's turn comes, not as they were when queued.
+      const flags = (await this.#readFlags())?.models[name];
+      if (!flags?.canary || flags.canary.percent === 0) return this.#registry.routing.warnings;
+      return this.#mergeFlags(name, { canary: { version: flags.canary.version, percent: 0 } });
+    });
+  }
+
+  /** Validate, persist atomically, then apply new flags. Bad flags change nothing. */
+  setRollout(candidate: unknown): Promise<string[]> {
+    return this.#serialized(() => this.#writeAndApply(candidate));
+  }
+
+  /** Run one flag change after the ones before it; a change that fails does not block the next. */
+  #serialized<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.#flagQueue.then(change);
+    this.#flagQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #mergeFlags(name: string, change: FlagChange): Promise<string[]> {
     // Merge into the flags on disk, not this process's copy: with HTTP_PROCESSES > 1 another process
     // may have changed another model's flags since this one last scanned.
     const current = await this.#readFlags();
@@ -375,23 +422,29 @@ export class ModelLoader {
     if (canary) next.canary = canary;
     const shadow = change.shadow ?? previous?.shadow;
     if (shadow && shadow.length > 0) next.shadow = shadow;
-    return this.setRollout({ ...current, models: { ...current.models, [name]: next } });
+    return this.#writeAndApply({ ...current, models: { ...current.models, [name]: next } });
   }
 
-  /** Automatic rollback: the canary's share goes to 0% (its version stays named for inspection). */
-  async rollbackCanary(name: string): Promise<string[]> {
-    const flags = this.#registry.rollout?.models[name];
-    if (!flags?.canary || flags.canary.percent === 0) return this.#registry.routing.warnings;
-    return this.updateFlags(name, { canary: { version: flags.canary.version, percent: 0 } });
-  }
-
-  /** Validate, persist atomically, then apply new flags. Bad flags change nothing. */
-  async setRollout(candidate: unknown): Promise<string[]> {
+  async #writeAndApply(candidate: unknown): Promise<string[]> {
     const rollout = validateRollout(candidate);
     await writeRollout(this.#options.modelRepo, rollout);
     this.#events.rolloutWritten?.();
     await this.scan();
-    if (this.#rolloutError) throw Errors.ROLLOUT_INVALID(this.#rolloutError);
+    // Already a ROLLOUT_INVALID ("rollout flags rejected: ..."): wrapping it again doubled the prefix.
+    if (this.#rolloutError) throw isRankerError(this.#rolloutFailure) ? this.#rolloutFailure : Errors.ROLLOUT_INVALID(this.#rolloutError);
     return this.#registry.routing.warnings;
   }
+}
+
+type FlagChange = { stable?: number; canary?: { version: number; percent: number } | null; shadow?: number[] };
+
+/** Every `name@version` the flags name (stable, canary, shadow). */
+function flaggedKeys(rollout: Rollout | null): Set<string> {
+  const keys = new Set<string>();
+  for (const [name, flags] of Object.entries(rollout?.models ?? {})) {
+    keys.add(`${name}@${flags.stable}`);
+    if (flags.canary) keys.add(`${name}@${flags.canary.version}`);
+    for (const v of flags.shadow ?? []) keys.add(`${name}@${v}`);
+  }
+  return keys;
 }

@@ -2,6 +2,7 @@
  * Version flags (models/rollout.json): parsing, deterministic arm bucketing and atomic persistence.
  * Bucketing hashes (user id, model name, salt), so every replica sends a user to the same arm.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -62,18 +63,41 @@ export async function readRollout(repo: string): Promise<Rollout> {
   return validateRollout(parsed);
 }
 
-/** Write flags atomically: temp file in the same directory, fsync, rename, fsync the directory. */
-export async function writeRollout(repo: string, rollout: Rollout): Promise<void> {
+let tempCounter = 0;
+/** The write in progress (or last finished) per target file, so writes in one process queue up. */
+const writing = new Map<string, Promise<void>>();
+
+/**
+ * Write flags atomically: temp file in the same directory, fsync, rename, fsync the directory.
+ * Writes from this process run one at a time in call order, so the last call's flags are what stays
+ * on disk. The temp name is unique (pid, counter, random) and created exclusively: a name from the
+ * clock alone was shared by two writes in the same millisecond, and the second one then truncated and
+ * renamed the first one's file (ENOENT on its own rename, or a longer first write's tail left as
+ * invalid JSON).
+ */
+export function writeRollout(repo: string, rollout: Rollout): Promise<void> {
   const target = path.join(repo, kRolloutFile);
-  const temp = path.join(repo, `.tmp-rollout-${process.pid}-${Date.now()}.json`);
-  const handle = await open(temp, 'w');
+  const previous = writing.get(target) ?? Promise.resolve();
+  const run = previous.then(() => writeNow(repo, target, rollout));
+  // A failed write must not fail or block the writes queued behind it.
+  const settled = run.catch(() => undefined);
+  writing.set(target, settled);
+  void settled.then(() => {
+    if (writing.get(target) === settled) writing.delete(target);
+  });
+  return run;
+}
+
+async function writeNow(repo: string, target: string, rollout: Rollout): Promise<void> {
+  const temp = path.join(repo, `.tmp-rollout-${process.pid}-${++tempCounter}-${randomBytes(6).toString('hex')}.json`);
+  const handle = await open(temp, 'wx');
   try {
-    await handle.writeFile(JSON.stringify(rollout, null, 2) + '\n');
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
+    try {
+      await handle.writeFile(JSON.stringify(rollout, null, 2) + '\n');
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await rename(temp, target);
   } catch (error) {
     await unlink(temp).catch(() => undefined);
