@@ -99,11 +99,16 @@ function integer(env: Env, name: string, fallback: number, min: number, max = Nu
   return value;
 }
 
+/** Node's timers take at most 2^31-1 ms; a longer delay fires after 1 ms instead (TimeoutOverflowWarning). */
+export const kMaxTimerMs = 2 ** 31 - 1;
+
 function decimal(env: Env, name: string, fallback: number, min: number, max = Number.MAX_VALUE): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
+  // Plain decimal notation only: Number() would also take "0x10" and "0b101".
+  if (!/^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/.test(raw)) throw new ConfigError(name, `expected a number, got "${raw}"`);
   const value = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(value)) throw new ConfigError(name, `expected a number, got "${raw}"`);
+  if (!Number.isFinite(value)) throw new ConfigError(name, `expected a number, got "${raw}"`);
   if (value < min || value > max) throw new ConfigError(name, `expected ${min}..${max}, got ${value}`);
   return value;
 }
@@ -147,6 +152,13 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   // request beyond that only waits (at 2x overload, accepted p99 ~60-120 ms at 6-8 vs 230-420 ms
   // at 32; docs/DESIGN-NOTES.md 13).
   const maxInflightRequests = integer(env, 'MAX_INFLIGHT_REQUESTS', Math.max(2, Math.ceil((4 * cores) / httpProcesses)), 1, 100000);
+  const maxCandidates = integer(env, 'MAX_CANDIDATES', 2000, 1, 100000);
+  const maxQueuedCandidates = integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1);
+  // Smaller than one allowed request, the queue bound would refuse such a request whenever anything
+  // else is queued: a limit the client cannot see. Configure one or the other.
+  if (maxQueuedCandidates < maxCandidates) {
+    throw new ConfigError('MAX_QUEUED_CANDIDATES', `must be at least MAX_CANDIDATES (${maxCandidates}), got ${maxQueuedCandidates}`);
+  }
   const config: Config = {
     port: integer(env, 'PORT', 8080, 0, 65535),
     listenBacklog: integer(env, 'LISTEN_BACKLOG', 4096, 1, 65535),
@@ -164,7 +176,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     workerQueueDepth: integer(env, 'WORKER_QUEUE_DEPTH', 2, 1, 16),
     batchMaxDelayMs: decimal(env, 'BATCH_MAX_DELAY_MS', 0, 0, 100),
     batchMaxCandidates: integer(env, 'BATCH_MAX_CANDIDATES', 4096, 1, 65536),
-    maxQueuedCandidates: integer(env, 'MAX_QUEUED_CANDIDATES', 16000, 1),
+    maxQueuedCandidates,
     maxEventLoopDelayMs: decimal(env, 'MAX_EVENT_LOOP_DELAY_MS', 30, 1),
     maxInflightRequests,
     admissionWaitQueue: integer(env, 'ADMISSION_WAIT_QUEUE', maxInflightRequests, 0, 100000),
@@ -177,14 +189,15 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     overloadMaxInflight: integer(env, 'OVERLOAD_MAX_INFLIGHT', Math.max(1, Math.ceil(maxInflightRequests / 2)), 1, 100000),
     overloadWaitMs: decimal(env, 'OVERLOAD_WAIT_MS', 5, 0, 10000),
     parseTurnBudgetMs: decimal(env, 'PARSE_TURN_BUDGET_MS', 4, 0, 1000),
-    maxCandidates: integer(env, 'MAX_CANDIDATES', 2000, 1, 100000),
+    maxCandidates,
     maxHistory: integer(env, 'MAX_HISTORY', 4096, 0, 100000),
     maxFeatureEntries: integer(env, 'MAX_FEATURE_ENTRIES', 256, 1, 10000),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 1024 * 1024, 1024),
-    defaultDeadlineMs: decimal(env, 'DEFAULT_DEADLINE_MS', 1000, 1),
+    // The request schema's own bound on deadlineMs.
+    defaultDeadlineMs: decimal(env, 'DEFAULT_DEADLINE_MS', 1000, 1, 60000),
     userCacheEntries: integer(env, 'USER_CACHE_ENTRIES', 20000, 0),
     userCacheTtlMs: integer(env, 'USER_CACHE_TTL_MS', 60000, 1),
-    rescanIntervalMs: integer(env, 'RESCAN_INTERVAL_MS', 5000, 100),
+    rescanIntervalMs: integer(env, 'RESCAN_INTERVAL_MS', 5000, 100, kMaxTimerMs),
     watchRepo: boolean(env, 'WATCH_REPO', true),
     keepVersions: integer(env, 'KEEP_VERSIONS', 2, 1, 20),
     shadowMaxInflight: integer(env, 'SHADOW_MAX_INFLIGHT', 4, 0, 1000),
@@ -201,8 +214,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       windowMs: integer(env, 'CANARY_WINDOW_MS', 60000, 1000),
     },
     impressionLog: env.IMPRESSION_LOG ? path.resolve(env.IMPRESSION_LOG) : null,
-    metricsVersionGraceMs: integer(env, 'METRICS_VERSION_GRACE_MS', 600000, 0),
-    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 10000, 0),
+    metricsVersionGraceMs: integer(env, 'METRICS_VERSION_GRACE_MS', 600000, 0, kMaxTimerMs),
+    shutdownGraceMs: integer(env, 'SHUTDOWN_GRACE_MS', 10000, 0, kMaxTimerMs),
     skipInference: boolean(env, 'SKIP_INFERENCE', false),
     ...overrides,
   };

@@ -26,8 +26,22 @@ test('a bad value stops start-up with a message naming the variable', () => {
     [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN: must be at least 16/],
     [{ WATCH_REPO: 'maybe' }, /WATCH_REPO: expected true\/false/],
     [{ CANARY_MAX_ERROR_RATE: '2' }, /CANARY_MAX_ERROR_RATE/],
+    // Decimal notation only: Number() reads these as 16 and 5.
+    [{ BATCH_MAX_DELAY_MS: '0x10' }, /BATCH_MAX_DELAY_MS: expected a number, got "0x10"/],
+    [{ ADMISSION_WAIT_MS: '0b101' }, /ADMISSION_WAIT_MS: expected a number/],
+    // Timer delays past 2^31-1 ms fire after 1 ms in Node: 728 rescans a second, an instant forced exit.
+    [{ RESCAN_INTERVAL_MS: '2147483648' }, /RESCAN_INTERVAL_MS: expected 100\.\.2147483647/],
+    [{ SHUTDOWN_GRACE_MS: '3000000000' }, /SHUTDOWN_GRACE_MS: expected 0\.\.2147483647/],
+    [{ METRICS_VERSION_GRACE_MS: '2147483648' }, /METRICS_VERSION_GRACE_MS/],
+    [{ DEFAULT_DEADLINE_MS: '60001' }, /DEFAULT_DEADLINE_MS: expected 1\.\.60000/],
+    // A queue bound below one allowed request refuses such requests whenever anything else is queued.
+    [{ MAX_QUEUED_CANDIDATES: '1999' }, /MAX_QUEUED_CANDIDATES: must be at least MAX_CANDIDATES \(2000\)/],
+    [{ MAX_CANDIDATES: '500', MAX_QUEUED_CANDIDATES: '400' }, /MAX_QUEUED_CANDIDATES: must be at least MAX_CANDIDATES \(500\)/],
   ];
   for (const [env, message] of bad) assert.throws(() => loadConfig(env), (e: unknown) => e instanceof ConfigError && message.test(e.message), JSON.stringify(env));
+  // Still read: decimals, exponents, the largest timer delay, a queue bound equal to one request.
+  const fine = loadConfig({ BATCH_MAX_DELAY_MS: '0.25', ADMISSION_WAIT_MS: '1e1', RESCAN_INTERVAL_MS: '2147483647', MAX_CANDIDATES: '500', MAX_QUEUED_CANDIDATES: '500' });
+  assert.deepEqual([fine.batchMaxDelayMs, fine.admissionWaitMs, fine.rescanIntervalMs, fine.maxQueuedCandidates], [0.25, 10, 2147483647, 500]);
 });
 
 test('providers keep their preference order and always end with cpu', () => {
