@@ -54,8 +54,13 @@ export interface FeaturePlan {
   requestIndexInput: string | null;
   /** Every input name the model expects, in manifest order. */
   inputNames: string[];
-  /** Feature keys read from each map, for the "features used" part of the docs and debugging. */
+  /** Whether the model reads the user's history at all (else none is encoded). */
   usesHistory: boolean;
+  /**
+   * The manifest's `serving.maxCandidatesPerBatch`: cross-request batches of this version stop there.
+   * A single request is never split (MAX_CANDIDATES bounds it). Null: only BATCH_MAX_CANDIDATES.
+   */
+  maxBatchCandidates: number | null;
 }
 
 function denseColumns(features: DenseFeatureSpec[]): { columns: DenseColumn[]; width: number } {
@@ -107,6 +112,7 @@ export function compileFeaturePlan(manifest: Manifest): FeaturePlan {
     requestIndexInput: null,
     inputNames: manifest.inputs.map((i) => i.name),
     usesHistory: false,
+    maxBatchCandidates: manifest.serving?.maxCandidatesPerBatch ?? null,
   };
   for (const input of manifest.inputs) {
     const src = input.source;

@@ -3,7 +3,9 @@
  * worker, and schedules scoring. Requests for the same model version that wait while workers are busy
  * are micro-batched into one session.run (cross-request batching): the batch grows with the load, so
  * at low load a request runs alone with no added delay. The queue is bounded in candidates, and each
- * item's deadline is checked before it is dispatched.
+ * item's deadline is checked before it is dispatched and, while it waits, by one timer for the earliest
+ * deadline in the queue. Each worker's versions are tracked, so that a batch only goes to a worker that
+ * holds its session (a replacement worker may come up without a version it failed to reload).
  */
 import { Worker } from 'node:worker_threads';
 import type { Config, ExecutionProvider } from '../config.js';
@@ -29,6 +31,10 @@ export interface PoolObserver {
   batch?(key: string, requests: number, candidates: number, runMs: number, queueMs: number): void;
   workerExit?(workerId: number, code: number): void;
   fallback?(key: string, info: LoadInfo): void;
+  /** A replacement worker could not recreate `key`'s session; it serves without it. `heldBy`: workers that still hold it. */
+  reloadFailed?(key: string, workerId: number, error: Error, heldBy: number): void;
+  /** A worker exited before it was ready; the next one starts in `retryInMs`. */
+  startFailed?(workerId: number, code: number, attempt: number, retryInMs: number): void;
 }
 
 type PoolOptions = Pick<Config, 'skipInference' | 'poolSize' | 'intraOpThreads' | 'executionProviders' | 'workerQueueDepth' | 'batchMaxDelayMs' | 'batchMaxCandidates' | 'maxQueuedCandidates'>;
@@ -41,6 +47,8 @@ interface PendingItem {
   outputName: string;
   enqueuedAt: number;
   deadlineAt: number;
+  /** The deadline the caller asked for, for the 504's message: deadlineAt may count from an earlier start. */
+  deadlineMs: number;
   resolve(scores: Float32Array): void;
   reject(error: RankerError): void;
 }
@@ -58,29 +66,49 @@ interface Slot {
   id: number;
   worker: Worker;
   ready: boolean;
+  exited: boolean;
   loading: number;
+  /** Versions with a session in this worker, as its replies say (in the order it handled them). */
+  keys: Set<string>;
   inflight: Map<number, Batch>;
   waiters: Map<string, { resolve(message: FromWorker): void; reject(error: Error): void }>;
 }
 
 const kWorkerUrl = new URL('./worker.js', import.meta.url);
+const kStartRetryBaseMs = 100;
+const kStartRetryMaxMs = 5000;
+const noop = () => undefined;
+
+/** A version no running worker holds (its reload failed, or it was never loaded): fail, don't wait. */
+function unavailable(key: string): RankerError {
+  return Errors.INFERENCE_FAILED(key, 'no running inference worker holds a session for this version');
+}
 
 export class InferencePool {
   readonly #options: PoolOptions;
   readonly #observer: PoolObserver;
+  readonly #workerUrl: URL;
   #slots: Slot[] = [];
   #pending: PendingItem[] = [];
   #pendingCandidates = 0;
   #loaded = new Map<string, string>();
+  /** The latest load or unload of each key: concurrent calls share it or queue behind it (see #serialize). */
+  #keyOps = new Map<string, { kind: 'load' | 'unload'; file: string | null; done: Promise<unknown> }>();
   #msPerCandidate = new Map<string, number>();
   #nextBatchId = 1;
   #nextWorkerId = 1;
   #timer: NodeJS.Timeout | null = null;
+  #deadlineTimer: NodeJS.Timeout | null = null;
+  #deadlineTimerAt = Infinity;
+  #startFailures = 0;
+  #respawns = new Set<NodeJS.Timeout>();
   #closing = false;
 
-  constructor(options: PoolOptions, observer: PoolObserver = {}) {
+  /** `workerUrl` is for tests (a worker that cannot start). */
+  constructor(options: PoolOptions, observer: PoolObserver = {}, workerUrl: URL = kWorkerUrl) {
     this.#options = options;
     this.#observer = observer;
+    this.#workerUrl = workerUrl;
   }
 
   async start(): Promise<void> {
@@ -102,23 +130,20 @@ export class InferencePool {
   }
 
   #spawn(): Promise<Slot> {
-    const slot: Slot = {
-      id: this.#nextWorkerId++,
-      worker: new Worker(kWorkerUrl),
-      ready: false,
-      loading: 0,
-      inflight: new Map(),
-      waiters: new Map(),
-    };
+    const id = this.#nextWorkerId++;
+    let worker: Worker;
+    try {
+      worker = new Worker(this.#workerUrl);
+    } catch (error) {
+      if (!this.#closing) this.#retryStart(id, -1);
+      return Promise.reject(error);
+    }
+    const slot: Slot = { id, worker, ready: false, exited: false, loading: 0, keys: new Set(), inflight: new Map(), waiters: new Map() };
     this.#slots.push(slot);
     return new Promise((resolve, reject) => {
       slot.worker.on('message', (message: FromWorker) => {
         if (message.type === 'ready') {
-          void this.#reloadInto(slot).then(() => {
-            slot.ready = true;
-            resolve(slot);
-            this.#pump();
-          }, reject);
+          this.#bringUp(slot).then(() => slot.ready && resolve(slot), reject);
           return;
         }
         this.#onMessage(slot, message);
@@ -130,11 +155,42 @@ export class InferencePool {
     });
   }
 
-  async #reloadInto(slot: Slot): Promise<void> {
-    for (const [key, file] of this.#loaded) await this.#loadInto(slot, key, file);
+  /**
+   * Recreate every loaded version in a new worker, then let it take work. A version that fails here
+   * (its files gone, say) is reported and left out of this worker rather than keep the worker, and
+   * with it every other version, out of service: batches of that version go to workers that hold it.
+   */
+  async #bringUp(slot: Slot): Promise<void> {
+    const tried = new Set<string>();
+    for (;;) {
+      // Read #loaded afresh each time: a version loaded meanwhile must not be missed.
+      let next: [string, string] | null = null;
+      for (const entry of this.#loaded) {
+        if (!tried.has(entry[0])) {
+          next = entry;
+          break;
+        }
+      }
+      if (!next) break;
+      const [key, file] = next;
+      tried.add(key);
+      try {
+        await this.#loadInto(slot, key, file);
+      } catch (error) {
+        if (slot.exited) return;
+        this.#observer.reloadFailed?.(key, slot.id, error as Error, this.#holders(key));
+      }
+      if (slot.exited) return;
+    }
+    // In the same turn as the last look at #loaded, so that load() either sees this worker ready or
+    // this loop saw its version.
+    slot.ready = true;
+    this.#startFailures = 0;
+    this.#pump();
   }
 
   #onExit(slot: Slot, code: number, rejectStart: (e: Error) => void): void {
+    slot.exited = true;
     this.#slots = this.#slots.filter((s) => s !== slot);
     const error = Errors.WORKER_EXITED(slot.id, code);
     for (const batch of slot.inflight.values()) this.#failBatch(batch, error);
@@ -144,8 +200,22 @@ export class InferencePool {
     rejectStart(error);
     if (this.#closing) return;
     this.#observer.workerExit?.(slot.id, code);
-    // Replace the worker; it reloads every loaded model version before it takes work.
-    this.#spawn().catch(() => undefined);
+    // Replace the worker; it reloads every loaded model version before it takes work. One that never
+    // got ready is retried with a growing delay, not in a tight loop.
+    if (slot.ready) this.#spawn().catch(noop);
+    else this.#retryStart(slot.id, code);
+    this.#pump();
+  }
+
+  #retryStart(workerId: number, code: number): void {
+    const attempt = ++this.#startFailures;
+    const retryInMs = Math.min(kStartRetryMaxMs, kStartRetryBaseMs * 2 ** (attempt - 1));
+    this.#observer.startFailed?.(workerId, code, attempt, retryInMs);
+    const timer = setTimeout(() => {
+      this.#respawns.delete(timer);
+      if (!this.#closing) this.#spawn().catch(noop);
+    }, retryInMs);
+    this.#respawns.add(timer);
   }
 
   #onMessage(slot: Slot, message: FromWorker): void {
@@ -153,6 +223,8 @@ export class InferencePool {
       case 'loaded':
       case 'load-failed':
       case 'unloaded': {
+        if (message.type === 'loaded') slot.keys.add(message.key);
+        else if (message.type === 'unloaded') slot.keys.delete(message.key);
         const waiterKey = `${message.type === 'unloaded' ? 'unload' : 'load'}:${message.key}`;
         const waiter = slot.waiters.get(waiterKey);
         slot.waiters.delete(waiterKey);
@@ -178,6 +250,12 @@ export class InferencePool {
 
   #request(slot: Slot, waiterKey: string, message: ToWorker): Promise<FromWorker> {
     return new Promise((resolve, reject) => {
+      // Replies name only the key, so a second request of one kind for one key could not be told
+      // apart from the first. #serialize makes that impossible; if it happens anyway, say so.
+      if (slot.waiters.has(waiterKey)) {
+        reject(new Error(`${waiterKey} is already pending on inference worker ${slot.id}`));
+        return;
+      }
       slot.waiters.set(waiterKey, { resolve, reject });
       slot.worker.postMessage(message);
     });
@@ -204,20 +282,29 @@ export class InferencePool {
 
   /**
    * Create the session in every worker, one worker at a time so the others keep serving. On any
-   * failure the version is unloaded from the workers that had it.
+   * failure the version is unloaded from the workers that had it. A second load of a key already
+   * loading shares the first one's outcome.
    */
-  async load(key: string, file: string): Promise<LoadInfo> {
+  load(key: string, file: string): Promise<LoadInfo> {
+    const current = this.#keyOps.get(key);
+    if (current?.kind === 'load' && current.file === file) return current.done as Promise<LoadInfo>;
+    return this.#serialize(key, 'load', file, () => this.#loadEverywhere(key, file));
+  }
+
+  async #loadEverywhere(key: string, file: string): Promise<LoadInfo> {
     if (this.#closing) throw Errors.SHUTTING_DOWN();
     let info: LoadInfo | null = null;
     const done: Slot[] = [];
     try {
-      for (const slot of [...this.#slots]) {
-        if (!slot.ready) continue;
+      for (;;) {
+        // Look again after each worker: a replacement that got ready meanwhile needs the version too.
+        const slot = this.#slots.find((s) => s.ready && !done.includes(s));
+        if (!slot) break;
         info = await this.#loadInto(slot, key, file);
         done.push(slot);
       }
     } catch (error) {
-      await Promise.all(done.map((slot) => this.#request(slot, `unload:${key}`, { type: 'unload', key }).catch(() => undefined)));
+      await Promise.all(done.map((slot) => this.#request(slot, `unload:${key}`, { type: 'unload', key }).catch(noop)));
       throw error;
     }
     if (!info) throw Errors.LOAD_FAILED(key, 'no inference worker is running');
@@ -226,13 +313,49 @@ export class InferencePool {
     return info;
   }
 
-  async unload(key: string): Promise<void> {
+  unload(key: string): Promise<void> {
+    if (this.#keyOps.get(key)?.kind === 'unload') return this.#keyOps.get(key)!.done as Promise<void>;
+    return this.#serialize(key, 'unload', null, () => this.#unloadEverywhere(key));
+  }
+
+  async #unloadEverywhere(key: string): Promise<void> {
     this.#loaded.delete(key);
-    await Promise.all(this.#slots.map((slot) => this.#request(slot, `unload:${key}`, { type: 'unload', key }).catch(() => undefined)));
+    await Promise.all(this.#slots.map((slot) => this.#request(slot, `unload:${key}`, { type: 'unload', key }).catch(noop)));
+  }
+
+  /**
+   * One load or unload per key at a time. A worker's replies name only the key, so two loads of one
+   * key on one worker would share a waiter: the first would never settle and its worker would count
+   * as loading forever. With no operation pending, `run` starts in this turn (unload's effect on
+   * isLoaded is immediate, as callers expect).
+   */
+  #serialize<T>(key: string, kind: 'load' | 'unload', file: string | null, run: () => Promise<T>): Promise<T> {
+    const previous = this.#keyOps.get(key);
+    const done = previous ? previous.done.then(run, run) : run();
+    const op = { kind, file, done };
+    this.#keyOps.set(key, op);
+    const clear = () => {
+      if (this.#keyOps.get(key) === op) this.#keyOps.delete(key);
+    };
+    done.then(clear, clear);
+    return done;
   }
 
   isLoaded(key: string): boolean {
     return this.#loaded.has(key);
+  }
+
+  /** Ready workers holding a session for `key`. */
+  #holders(key: string): number {
+    let n = 0;
+    for (const slot of this.#slots) if (slot.ready && slot.keys.has(key)) n++;
+    return n;
+  }
+
+  /** Whether a worker holds `key`, or one that is starting will reload it: only then may its requests wait. */
+  #mayServe(key: string): boolean {
+    for (const slot of this.#slots) if (slot.ready ? slot.keys.has(key) : this.#loaded.has(key)) return true;
+    return this.#respawns.size > 0 && this.#loaded.has(key);
   }
 
   /** Expected wait before `candidates` more candidates for `key` would finish, from recent batches. */
@@ -242,27 +365,65 @@ export class InferencePool {
     return ((this.#pendingCandidates + candidates) * perCandidate) / workers + candidates * perCandidate;
   }
 
-  /** Score one encoded request; resolves with its slice of the model output `outputName`. */
-  score(key: string, plan: FeaturePlan, encoded: EncodedRequest, outputName: string, deadlineAt: number): Promise<Float32Array> {
+  /**
+   * Score one encoded request; resolves with its slice of the model output `outputName`. `deadlineMs`
+   * is the deadline the caller was given, for the 504's message; without it, `deadlineAt` counts from now.
+   */
+  score(key: string, plan: FeaturePlan, encoded: EncodedRequest, outputName: string, deadlineAt: number, deadlineMs?: number): Promise<Float32Array> {
     if (this.#closing) return Promise.reject(Errors.SHUTTING_DOWN());
+    if (!this.#mayServe(key)) return Promise.reject(unavailable(key));
     const candidates = encoded.candidates.count;
-    if (this.#pendingCandidates + candidates > this.#options.maxQueuedCandidates) {
+    // An empty queue admits any request: one request alone is not an overload (MAX_CANDIDATES bounds it).
+    if (this.#pending.length > 0 && this.#pendingCandidates + candidates > this.#options.maxQueuedCandidates) {
       return Promise.reject(Errors.OVERLOADED(`${this.#pendingCandidates} candidates queued`));
     }
     return new Promise((resolve, reject) => {
-      this.#pending.push({ key, plan, encoded, candidates, outputName, enqueuedAt: performance.now(), deadlineAt, resolve, reject });
+      const enqueuedAt = performance.now();
+      this.#pending.push({ key, plan, encoded, candidates, outputName, enqueuedAt, deadlineAt, deadlineMs: deadlineMs ?? Math.round(deadlineAt - enqueuedAt), resolve, reject });
       this.#pendingCandidates += candidates;
       this.#pump();
+      if (this.#pending.length > 0) this.#watchDeadline(deadlineAt);
     });
+  }
+
+  /**
+   * Keep one timer at (or before) the earliest deadline in the queue: the dispatch-time check alone
+   * never runs while no worker frees up. Queued items mostly share a deadline length, so a later
+   * item rarely moves the timer.
+   */
+  #watchDeadline(at: number): void {
+    if (at >= this.#deadlineTimerAt) return;
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimerAt = at;
+    this.#deadlineTimer = setTimeout(() => this.#expire(), Math.max(0, Math.ceil(at - performance.now())));
+  }
+
+  #expire(): void {
+    this.#deadlineTimer = null;
+    this.#deadlineTimerAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    let kept = 0;
+    for (const item of this.#pending) {
+      if (now >= item.deadlineAt) {
+        this.#pendingCandidates -= item.candidates;
+        item.reject(Errors.DEADLINE(item.deadlineMs));
+        continue;
+      }
+      this.#pending[kept++] = item;
+      if (item.deadlineAt < next) next = item.deadlineAt;
+    }
+    this.#pending.length = kept;
+    if (kept > 0) this.#watchDeadline(next);
   }
 
   /** Run prebuilt feeds as one batch of their own (validation gate, raw tensor inference, benchmarks). */
   runFeeds(key: string, feeds: Feeds): Promise<RawResult> {
     if (this.#closing) return Promise.reject(Errors.SHUTTING_DOWN());
     return new Promise((resolve, reject) => {
-      const slot = this.#freeSlot() ?? this.#leastBusySlot();
+      const slot = this.#freeSlot(key) ?? this.#leastBusySlot(key);
       if (!slot) {
-        reject(Errors.OVERLOADED('no inference worker is running'));
+        reject(this.#slots.some((s) => s.ready) ? unavailable(key) : Errors.OVERLOADED('no inference worker is running'));
         return;
       }
       const batch: Batch = { id: this.#nextBatchId++, key, items: null, raw: { resolve, reject }, candidates: 0, dispatchedAt: performance.now() };
@@ -270,28 +431,33 @@ export class InferencePool {
     });
   }
 
-  #freeSlot(): Slot | null {
+  #freeSlot(key: string): Slot | null {
     let best: Slot | null = null;
     for (const slot of this.#slots) {
-      if (!slot.ready || slot.loading > 0 || slot.inflight.size >= this.#options.workerQueueDepth) continue;
+      if (!slot.ready || slot.loading > 0 || slot.inflight.size >= this.#options.workerQueueDepth || !slot.keys.has(key)) continue;
       if (!best || slot.inflight.size < best.inflight.size) best = slot;
     }
     return best;
   }
 
-  #leastBusySlot(): Slot | null {
+  #leastBusySlot(key: string): Slot | null {
     let best: Slot | null = null;
-    for (const slot of this.#slots) if (slot.ready && (!best || slot.inflight.size < best.inflight.size)) best = slot;
+    for (const slot of this.#slots) if (slot.ready && slot.keys.has(key) && (!best || slot.inflight.size < best.inflight.size)) best = slot;
     return best;
   }
 
   #pump(): void {
     while (this.#pending.length > 0) {
-      const slot = this.#freeSlot();
-      if (!slot) return;
       const head = this.#pending[0];
+      const slot = this.#freeSlot(head.key);
+      if (!slot) {
+        // Wait for a worker holding head's version, unless none holds it or will: then fail them now.
+        if (this.#mayServe(head.key)) return;
+        this.#failKey(head.key, unavailable(head.key));
+        continue;
+      }
       const now = performance.now();
-      if (this.#options.batchMaxDelayMs > 0 && now - head.enqueuedAt < this.#options.batchMaxDelayMs && this.#pendingFor(head.key) < this.#options.batchMaxCandidates) {
+      if (this.#options.batchMaxDelayMs > 0 && now - head.enqueuedAt < this.#options.batchMaxDelayMs && this.#pendingFor(head.key) < this.#batchLimit(head)) {
         if (!this.#timer) {
           this.#timer = setTimeout(() => {
             this.#timer = null;
@@ -303,6 +469,25 @@ export class InferencePool {
       const items = this.#take(head.key, now);
       if (items.length > 0) this.#dispatch(slot, head.key, items);
     }
+  }
+
+  #failKey(key: string, error: RankerError): void {
+    let kept = 0;
+    for (const item of this.#pending) {
+      if (item.key === key) {
+        this.#pendingCandidates -= item.candidates;
+        item.reject(error);
+      } else {
+        this.#pending[kept++] = item;
+      }
+    }
+    this.#pending.length = kept;
+  }
+
+  /** Candidates a batch of `item`'s version may hold: BATCH_MAX_CANDIDATES, or less where its manifest says so. */
+  #batchLimit(item: PendingItem): number {
+    const declared = item.plan.maxBatchCandidates;
+    return declared === null ? this.#options.batchMaxCandidates : Math.min(declared, this.#options.batchMaxCandidates);
   }
 
   #pendingFor(key: string): number {
@@ -317,6 +502,7 @@ export class InferencePool {
     const keep: PendingItem[] = [];
     let candidates = 0;
     const perCandidate = this.#msPerCandidate.get(key) ?? 0;
+    let limit = Infinity;
     let full = false;
     for (const item of this.#pending) {
       if (item.key !== key || full) {
@@ -325,10 +511,11 @@ export class InferencePool {
       }
       if (now + (candidates + item.candidates) * perCandidate > item.deadlineAt) {
         this.#pendingCandidates -= item.candidates;
-        item.reject(Errors.DEADLINE(Math.round(item.deadlineAt - item.enqueuedAt)));
+        item.reject(Errors.DEADLINE(item.deadlineMs));
         continue;
       }
-      if (items.length > 0 && candidates + item.candidates > this.#options.batchMaxCandidates) {
+      if (items.length === 0) limit = this.#batchLimit(item);
+      else if (candidates + item.candidates > limit) {
         full = true;
         keep.push(item);
         continue;
@@ -434,6 +621,9 @@ export class InferencePool {
   async close(): Promise<void> {
     this.#closing = true;
     if (this.#timer) clearTimeout(this.#timer);
+    if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
+    for (const timer of this.#respawns) clearTimeout(timer);
+    this.#respawns.clear();
     for (const item of this.#pending) item.reject(Errors.SHUTTING_DOWN());
     this.#pending = [];
     this.#pendingCandidates = 0;

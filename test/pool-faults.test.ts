@@ -1,0 +1,211 @@
+/**
+ * Faults in the inference pool: concurrent loads, a replacement worker that cannot reload a version or
+ * cannot start at all, deadlines of queued requests, and queue admission. Each test bounds how long
+ * a promise may stay pending, so a regression fails instead of hanging the suite.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { InferencePool, type PoolObserver } from '../src/models/pool.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { compileFeaturePlan } from '../src/features/plan.js';
+import { assembleBatch, encodeRequest } from '../src/features/encode.js';
+import type { RankerError } from '../src/errors.js';
+import { fixtureDir, fixtureManifest, makeRepo, type Variant } from './helpers/fixture-repo.js';
+import { sampleRequest, startApp } from './helpers/app.js';
+
+const plan = compileFeaturePlan(fixtureManifest('feed-ctr', 1, 'feed', 'ctr', 'unused'));
+
+/** Pool options straight from defaults plus `overrides`, not re-validated (a queue bound of 10, say). */
+function poolOptions(overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({}, { logLevel: 'silent' }), poolSize: 1, ...overrides };
+}
+
+async function startPool(t: TestContext, overrides: Partial<Config> = {}, observer: PoolObserver = {}): Promise<InferencePool> {
+  const pool = new InferencePool(poolOptions(overrides), observer);
+  t.after(() => pool.close());
+  await pool.start();
+  return pool;
+}
+
+/** Copies of fixture models in a directory the test may delete from. */
+function modelFiles(t: TestContext, variants: Variant[]): Record<string, string> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pool-faults-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const files: Record<string, string> = {};
+  for (const v of variants) {
+    files[v] = path.join(dir, `${v}.onnx`);
+    copyFileSync(path.join(fixtureDir, `${v}.onnx`), files[v]);
+  }
+  return files;
+}
+
+type Outcome<T> = { state: 'resolved'; value: T; ms: number } | { state: 'rejected'; error: RankerError; ms: number } | { state: 'pending'; ms: number };
+
+/** How `promise` settled within `ms`, and after how long. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<Outcome<T>> {
+  const started = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<'pending'>((resolve) => (timer = setTimeout(() => resolve('pending'), ms)));
+  try {
+    const value = await Promise.race([promise, pending]);
+    if (value === 'pending') return { state: 'pending', ms: performance.now() - started };
+    return { state: 'resolved', value: value as T, ms: performance.now() - started };
+  } catch (error) {
+    return { state: 'rejected', error: error as RankerError, ms: performance.now() - started };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function score(pool: InferencePool, key: string, n: number, deadlineMs = 2000, seed = 1) {
+  return pool.score(key, plan, encodeRequest(plan, sampleRequest(n, 5, seed)), 'p', performance.now() + deadlineMs, deadlineMs);
+}
+
+/** Keep the only worker busy for a second or more (the slow fixture costs ~0.13 ms per candidate). */
+function occupy(pool: InferencePool, key: string) {
+  return pool.runFeeds(key, assembleBatch(plan, [encodeRequest(plan, sampleRequest(8000, 5, 99))]));
+}
+
+test('two concurrent loads of one version both settle, and the worker keeps scoring', async (t) => {
+  const files = modelFiles(t, ['v1']);
+  const pool = await startPool(t);
+  const [a, b] = await Promise.all([within(pool.load('feed-ctr@1', files.v1), 5000), within(pool.load('feed-ctr@1', files.v1), 5000)]);
+  assert.equal(a.state, 'resolved', 'first load settles');
+  assert.equal(b.state, 'resolved', 'second load settles');
+  assert.equal(pool.isLoaded('feed-ctr@1'), true);
+  const scored = await within(score(pool, 'feed-ctr@1', 20), 3000);
+  assert.equal(scored.state, 'resolved', 'the worker still takes work after the loads');
+  assert.equal(scored.state === 'resolved' && scored.value.length, 20);
+});
+
+test('a replacement worker that cannot reload one version serves the others and fails that one at once', async (t) => {
+  const files = modelFiles(t, ['v1', 'v2']);
+  const failed: Array<{ key: string; heldBy: number }> = [];
+  const pool = await startPool(t, {}, { reloadFailed: (key, _id, _error, heldBy) => failed.push({ key, heldBy }) });
+  await pool.load('feed-ctr@1', files.v1);
+  await pool.load('feed-cvr@1', files.v2);
+  rmSync(files.v2);
+  await pool.recycleWorker(0, 1);
+  await pool.whenReady(5000);
+  assert.deepEqual(failed, [{ key: 'feed-cvr@1', heldBy: 0 }]);
+
+  const ok = await within(score(pool, 'feed-ctr@1', 10), 3000);
+  assert.equal(ok.state, 'resolved', 'the version that reloaded is served');
+  const attempts: Array<Promise<unknown>> = [score(pool, 'feed-cvr@1', 10, 200), pool.runFeeds('feed-cvr@1', assembleBatch(plan, [encodeRequest(plan, sampleRequest(5, 5, 2))]))];
+  for (const attempt of attempts) {
+    const lost = await within(attempt, 1000);
+    assert.equal(lost.state, 'rejected', 'a version no worker holds fails instead of waiting');
+    if (lost.state !== 'rejected') continue;
+    assert.equal(lost.error.code, 'INFERENCE_FAILED');
+    assert.equal(lost.error.statusCode, 500);
+    assert.match(lost.error.message, /feed-cvr@1 .*no running inference worker holds/);
+  }
+});
+
+test('with two workers, a version one replacement lacks is routed to the worker that holds it', async (t) => {
+  const files = modelFiles(t, ['v1', 'v2']);
+  const pool = await startPool(t, { poolSize: 2 });
+  await pool.load('feed-cvr@1', files.v2);
+  rmSync(files.v2);
+  await pool.recycleWorker(0, 1);
+  await pool.whenReady(5000);
+  const results = await within(Promise.all(Array.from({ length: 6 }, (_, i) => score(pool, 'feed-cvr@1', 10, 2000, i + 1))), 5000);
+  assert.equal(results.state, 'resolved', results.state === 'rejected' ? results.error.message : 'every request is scored by the worker holding the version');
+});
+
+test('a worker that cannot start is retried with a growing delay, not in a tight loop', async (t) => {
+  const attempts: number[] = [];
+  let exits = 0;
+  const pool = new InferencePool(poolOptions(), { startFailed: (_id, _code, _attempt, retryInMs) => attempts.push(retryInMs), workerExit: () => exits++ }, new URL('file:///nonexistent/pool-faults-worker.js'));
+  t.after(() => pool.close());
+  await assert.rejects(pool.start());
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.ok(attempts.length >= 3 && attempts.length <= 6, `attempts: ${attempts.join(', ')}`);
+  assert.deepEqual(attempts.slice(0, 3), [100, 200, 400]);
+  assert.equal(exits, attempts.length, 'each start failure is reported once');
+});
+
+test('a queued request fails at its deadline while no worker frees up', async (t) => {
+  const files = modelFiles(t, ['v1', 'slow']);
+  const pool = await startPool(t, { workerQueueDepth: 1 });
+  await pool.load('slow@1', files.slow);
+  await pool.load('feed-ctr@1', files.v1);
+  let busyDone = false;
+  const busy = occupy(pool, 'slow@1').finally(() => (busyDone = true));
+  const queued = await within(score(pool, 'feed-ctr@1', 10, 50), 1500);
+  assert.equal(queued.state, 'rejected', 'rejected while the worker is still busy');
+  assert.equal(busyDone, false, 'the busy batch had not finished: the deadline, not a dispatch, failed it');
+  if (queued.state === 'rejected') {
+    assert.equal(queued.error.code, 'DEADLINE_EXCEEDED');
+    assert.equal(queued.error.statusCode, 504);
+    assert.ok(queued.ms >= 40, `not before its deadline (${queued.ms.toFixed(0)} ms)`);
+  }
+  await busy;
+  assert.equal(pool.queuedCandidates, 0);
+  const after = await within(score(pool, 'feed-ctr@1', 10), 3000);
+  assert.equal(after.state, 'resolved', 'the pool serves afterwards');
+});
+
+test('the 504 names the deadline the request asked for, not the time left when it was queued', async (t) => {
+  const files = modelFiles(t, ['v1']);
+  const pool = await startPool(t);
+  await pool.load('feed-ctr@1', files.v1);
+  // A request given 20 ms whose time ran out before it reached the pool (encoding, a busy event loop).
+  const late = pool.score('feed-ctr@1', plan, encodeRequest(plan, sampleRequest(10, 5, 3)), 'p', performance.now() - 1, 20);
+  const outcome = await within(late, 1000);
+  assert.equal(outcome.state, 'rejected');
+  if (outcome.state === 'rejected') {
+    assert.equal(outcome.error.code, 'DEADLINE_EXCEEDED');
+    assert.equal(outcome.error.message, 'deadline of 20 ms cannot be met');
+  }
+});
+
+test('/v1/rank queued behind a busy worker answers 504 with its own deadlineMs, on time', async (t) => {
+  const repo = makeRepo([
+    { name: 'feed-ctr', version: 1, variant: 'v1' },
+    { name: 'feed-ctr', version: 2, variant: 'slow' },
+    { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+  ]);
+  const app = await startApp(repo.dir, { workerQueueDepth: 1, gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  assert.equal(app.ranker.pool.isLoaded('feed-ctr@2'), true, 'the slow version is loaded to keep the worker busy');
+  let busyDone = false;
+  const busy = occupy(app.ranker.pool, 'feed-ctr@2').finally(() => (busyDone = true));
+  const body = { ...sampleRequest(500, 20, 4), deadlineMs: 100 };
+  body.candidates.forEach((c) => (c.bidType = 'cpc'));
+  const reply = await within(app.inject({ method: 'POST', url: '/v1/rank', payload: body }), 1500);
+  assert.equal(reply.state, 'resolved');
+  assert.equal(busyDone, false, 'answered before the busy batch finished');
+  if (reply.state === 'resolved') {
+    assert.equal(reply.value.statusCode, 504, reply.value.body);
+    assert.equal(reply.value.json().error.message, 'deadline of 100 ms cannot be met');
+  }
+  await busy;
+});
+
+test('an empty queue admits a request larger than the queue bound; a non-empty one still sheds', async (t) => {
+  const files = modelFiles(t, ['v1', 'slow']);
+  const pool = await startPool(t, { workerQueueDepth: 1, maxQueuedCandidates: 10 });
+  await pool.load('feed-ctr@1', files.v1);
+  await pool.load('slow@1', files.slow);
+  const alone = await within(score(pool, 'feed-ctr@1', 20), 3000);
+  assert.equal(alone.state, 'resolved', alone.state === 'rejected' ? alone.error.message : 'admitted');
+  assert.equal(alone.state === 'resolved' && alone.value.length, 20);
+
+  const busy = occupy(pool, 'slow@1');
+  const waiting = score(pool, 'feed-ctr@1', 5, 10_000);
+  const shed = await within(score(pool, 'feed-ctr@1', 20, 10_000), 1000);
+  assert.equal(shed.state, 'rejected');
+  if (shed.state === 'rejected') {
+    assert.equal(shed.error.code, 'SERVER_OVERLOADED');
+    assert.equal(shed.error.message, 'server overloaded: 5 candidates queued');
+  }
+  await busy;
+  assert.equal((await waiting).length, 5);
+});
