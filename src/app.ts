@@ -73,6 +73,14 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       metrics.workerExits.inc();
       log.error({ workerId, code }, 'inference worker exited; replacing it');
     },
+    reloadFailed(key, workerId, error, heldBy) {
+      // heldBy 0: no worker has a session for the version, and its requests fail with INFERENCE_FAILED
+      // (which a canary counts against itself) until an operator unloads and loads it again.
+      log.error({ key, workerId, heldBy, err: error }, heldBy > 0 ? 'replacement worker could not reload a version; the other workers serve it' : 'replacement worker could not reload a version; no worker holds it now');
+    },
+    startFailed(workerId, code, attempt, retryInMs) {
+      log.error({ workerId, code, attempt, retryInMs }, 'inference worker exited before it was ready; starting another');
+    },
   });
   const cache = new UserCache(config.userCacheEntries, config.userCacheTtlMs, (hit) => metrics.userCache.inc({ result: hit ? 'hit' : 'miss' }));
   const retirement = new VersionSeriesRetirement(metrics, config.metricsVersionGraceMs, (error) => log.error({ err: error }, 'retiring a version\'s metric series failed'));
@@ -103,7 +111,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const service = new RankService(registry, pool, cache, metrics, config, {
     observe: (o) => canary.observe(o),
     shadow: (request, objective, primary, versions) => shadow.schedule(request, primary, versions),
-    impressions: impressions ? (request, result) => impressions.write(request, result) : undefined,
+    impressions: impressions ? (request, result, candidateIndex) => impressions.write(request, result, candidateIndex) : undefined,
   });
 
   const app: FastifyInstance = Fastify({
@@ -172,7 +180,6 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     }
     const reason = admission.lastRefusal;
     metrics.shed.inc({ reason });
-    if (request.routeOptions.url === '/v1/rank') metrics.requests.inc({ surface: 'unparsed', code: '503' });
     return reply
       .code(503)
       .header('retry-after', '1')

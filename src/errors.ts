@@ -18,15 +18,16 @@ export class RankerError extends Error {
 
 type Factory<A extends unknown[]> = ((...args: A) => RankerError) & { code: string; statusCode: number };
 
-function define<A extends unknown[]>(code: string, statusCode: number, message: (...args: A) => string): Factory<A> {
-  const factory = ((...args: A) => new RankerError(code, statusCode, message(...args))) as Factory<A>;
+function define<A extends unknown[]>(code: string, statusCode: number, message: (...args: A) => string, details?: (...args: A) => Record<string, unknown>): Factory<A> {
+  const factory = ((...args: A) => new RankerError(code, statusCode, message(...args), details ? { details: details(...args) } : undefined)) as Factory<A>;
   factory.code = code;
   factory.statusCode = statusCode;
   return factory;
 }
 
 export const Errors = {
-  BAD_REQUEST: define('RANK_BAD_REQUEST', 400, (path: string, why: string) => `${path}: ${why}`),
+  // `path` is a JSON pointer (RFC 6901: names escaped with pointerToken); it is answered as error.path.
+  BAD_REQUEST: define('RANK_BAD_REQUEST', 400, (path: string, why: string) => `${path}: ${why}`, (path: string, why: string) => ({ path, why })),
   BODY_TOO_LARGE: define('RANK_BODY_TOO_LARGE', 413, (limit: number) => `request body exceeds ${limit} bytes`),
   UNKNOWN_SURFACE: define('RANK_UNKNOWN_SURFACE', 404, (surface: string, known: string[]) => `unknown surface "${surface}"; known surfaces: ${known.join(', ') || '(none)'}`),
   UNKNOWN_MODEL: define('MODEL_NOT_FOUND', 404, (name: string) => `model "${name}" is not in the repository`),
@@ -47,6 +48,18 @@ export const Errors = {
   BAD_IDENTIFIER: define('ADMIN_BAD_IDENTIFIER', 400, (what: string, value: string) => `${what} "${value}" is not a plain identifier`),
   NOT_FOUND: define('NOT_FOUND', 404, (what: string) => `${what} not found`),
 } as const;
+
+/** One name as a JSON pointer token: `~` and `/` escaped (RFC 6901), so a feature named "a/b" stays one step. */
+export function pointerToken(name: string): string {
+  return name.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+/** The JSON pointer a RANK_BAD_REQUEST points at, and why, as it was raised. */
+export function badRequestPath(error: RankerError): { path: string; why: string } | null {
+  const path = error.details?.path;
+  const why = error.details?.why;
+  return typeof path === 'string' && typeof why === 'string' ? { path, why } : null;
+}
 
 export function isRankerError(error: unknown): error is RankerError {
   return error instanceof RankerError;

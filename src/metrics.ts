@@ -16,7 +16,7 @@ export function createMetrics() {
   return {
     registry,
     requests: new client.Counter({ name: 'rank_requests_total', help: 'Rank requests by surface and status code', labelNames: ['surface', 'code'], registers: [registry] }),
-    requestMs: new client.Histogram({ name: 'rank_request_duration_ms', help: 'Rank request latency (ms), parsing to response', labelNames: ['surface'], buckets: ms, registers: [registry] }),
+    requestMs: new client.Histogram({ name: 'rank_request_duration_ms', help: 'Rank request latency (ms), arrival (before admission and body parsing) to response', labelNames: ['surface'], buckets: ms, registers: [registry] }),
     candidates: new client.Counter({ name: 'rank_candidates_total', help: 'Candidates scored', labelNames: ['surface'], registers: [registry] }),
     modelRequests: new client.Counter({ name: 'model_requests_total', help: 'Scoring calls per model version and arm', labelNames: ['model', 'version', 'arm', 'outcome'], registers: [registry] }),
     modelMs: new client.Histogram({ name: 'model_score_duration_ms', help: 'Scoring latency per model version (queue + run)', labelNames: ['model', 'version', 'arm'], buckets: ms, registers: [registry] }),

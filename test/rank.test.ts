@@ -30,13 +30,16 @@ test('rankCandidates ranks by eCPM descending, keeps request order on ties, atta
   const candidates = [candidate(10, 1, 'cpm'), candidate(11, 2, 'cpc'), candidate(12, 4, 'cpa'), candidate(13, 1, 'cpm'), candidate(14, 3, 'cpm')];
   const pctr = Float32Array.from([0.1, 0.001, 0.01, 0.2, 0.3]);
   const pcvr = Float32Array.from([0, 0, 0.5, 0, 0]);
-  const ranked = rankCandidates(candidates, pctr, pcvr, undefined);
+  const { items: ranked, candidateIndex } = rankCandidates(candidates, pctr, pcvr, undefined);
   // eCPM: 1, 2*0.001*1000=2, 4*0.01*0.5*1000=20, 1, 3 -> 12, 14, 11, then the two ties 10 and 13 in request order.
   assert.deepEqual(ranked.map((r) => r.adId), [12, 14, 11, 10, 13]);
   assert.deepEqual(ranked.map((r) => r.rank), [1, 2, 3, 4, 5]);
+  assert.deepEqual([...candidateIndex], [2, 4, 1, 0, 3]);
   assert.ok(Math.abs(ranked[0].ecpm - 20) < 1e-4);
   assert.equal(ranked[0].pcvr, pcvr[2]);
   assert.ok(ranked.slice(1).every((r) => r.pcvr === undefined), 'pcvr only on cpa candidates');
-  assert.deepEqual(rankCandidates(candidates, pctr, pcvr, 2).map((r) => r.adId), [12, 14]);
-  assert.deepEqual(rankCandidates(candidates, pctr, null, 99).length, 5);
+  const top2 = rankCandidates(candidates, pctr, pcvr, 2);
+  assert.deepEqual(top2.items.map((r) => r.adId), [12, 14]);
+  assert.deepEqual([...top2.candidateIndex], [2, 4]);
+  assert.deepEqual(rankCandidates(candidates, pctr, null, 99).items.length, 5);
 });

@@ -43,10 +43,10 @@ export interface ServerSide {
   /** session.run time summed over workers / (wall time x workers). */
   workerBusyShare: number;
   meanRunMs: number;
-  /** The server's own request latency (parse to response) mean, ms. */
+  /** The server's own request latency (arrival to response) mean, ms. */
   serverMeanMs: number;
   /**
-   * Upper bound of the histogram bucket that holds the server's own p99 (parse to response), ms;
+   * Upper bound of the histogram bucket that holds the server's own p99 (arrival to response), ms;
    * null when the p99 is past the last finite bucket or no request was timed.
    */
   serverP99AtMostMs: number | null;

@@ -6,7 +6,7 @@
  * The schema checks each column's values; this module checks that the columns line up and turns
  * them into the row form that the rest of the server reads.
  */
-import { Errors } from '../errors.js';
+import { Errors, pointerToken } from '../errors.js';
 import type { Candidate, FeatureMap, FeatureValue, HistoryEvent, RankRequest } from './request.js';
 
 /** A feature column: one value per row; null where that row does not have the feature. */
@@ -55,7 +55,7 @@ function candidateRows(columns: CandidateColumns): Candidate[] {
   if (n === 0) throw Errors.BAD_REQUEST('/candidates/adId', 'must have at least 1 entry');
   for (const field of ['advertiserId', 'category', 'bid', 'bidType'] as const) checkLength(columns[field], n, `/candidates/${field}`, '/candidates/adId');
   const featureNames = columns.features ? Object.keys(columns.features) : [];
-  for (const name of featureNames) checkLength(columns.features![name], n, `/candidates/features/${name}`, '/candidates/adId');
+  for (const name of featureNames) checkLength(columns.features![name], n, `/candidates/features/${pointerToken(name)}`, '/candidates/adId');
   const rows: Candidate[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const row: Candidate = { adId: columns.adId[i], advertiserId: columns.advertiserId[i], category: columns.category[i], bid: columns.bid[i], bidType: columns.bidType[i] };

@@ -3,7 +3,7 @@
  * Encoding happens once per request and model; assembling concatenates the encoded parts of every
  * request in a micro-batch, so cross-request batching costs copies, not re-encoding.
  */
-import { Errors } from '../errors.js';
+import { Errors, pointerToken } from '../errors.js';
 import { hashId } from './id-hash.js';
 import { bucketFor, type DenseInputPlan, type FeaturePlan } from './plan.js';
 import { fitsFloat32, type Candidate, type FeatureMap, type HistoryEvent, type RankRequest } from './request.js';
@@ -64,10 +64,11 @@ export function encodeHistory(plan: FeaturePlan, history: HistoryEvent[] | undef
 
 /** Where a dense column reads from, as a JSON pointer; built only for an error message. */
 function featurePointer(column: DenseInputPlan['columns'][number], candidateIndex: number): string {
-  if (column.origin === 'user') return `/user/features/${column.key}`;
-  if (column.origin === 'context') return `/context/${column.key}`;
+  const key = pointerToken(column.key);
+  if (column.origin === 'user') return `/user/features/${key}`;
+  if (column.origin === 'context') return `/context/${key}`;
   if (column.origin === 'bid') return `/candidates/${candidateIndex}/bid`;
-  return `/candidates/${candidateIndex}/features/${column.key}`;
+  return `/candidates/${candidateIndex}/features/${key}`;
 }
 
 /**

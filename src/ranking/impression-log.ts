@@ -8,7 +8,8 @@ import type { RankRequest } from '../features/request.js';
 import type { RankResult } from './rank-service.js';
 
 export interface ImpressionLog {
-  write(request: RankRequest, result: RankResult): void;
+  /** `candidateIndex[r]`: the request position of `result.ranked[r]` (adIds may repeat in a request). */
+  write(request: RankRequest, result: RankResult, candidateIndex: Uint32Array): void;
   close(): Promise<void>;
 }
 
@@ -16,8 +17,7 @@ export function createImpressionLog(file: string): ImpressionLog {
   const destination = pino.destination({ dest: file, sync: false, mkdir: true });
   const logger = pino({ base: undefined, timestamp: false, messageKey: 'msg' }, destination);
   return {
-    write(request, result) {
-      const byAd = new Map(request.candidates.map((c) => [c.adId, c]));
+    write(request, result, candidateIndex) {
       logger.info({
         kind: 'impression',
         ts: Date.now(),
@@ -26,8 +26,8 @@ export function createImpressionLog(file: string): ImpressionLog {
         surface: result.surface,
         hour: typeof request.context?.hour === 'number' ? request.context.hour : undefined,
         models: result.models,
-        shown: result.ranked.map((r) => {
-          const c = byAd.get(r.adId)!;
+        shown: result.ranked.map((r, i) => {
+          const c = request.candidates[candidateIndex[i]];
           return { adId: r.adId, advertiserId: c.advertiserId, category: c.category, bid: c.bid, bidType: c.bidType, rank: r.rank, pctr: r.pctr, pcvr: r.pcvr, ecpm: r.ecpm };
         }),
       });

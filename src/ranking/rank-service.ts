@@ -47,8 +47,8 @@ export interface RankServiceHooks {
   observe?(observation: ScoreObservation): void;
   /** Called after the primary result is ready, with the shadow versions to score (shadow runner). */
   shadow?(request: RankRequest, objective: Objective, primary: { version: ModelVersion; scores: Float32Array }, shadows: ModelVersion[]): void;
-  /** The impression log. */
-  impressions?(request: RankRequest, result: RankResult): void;
+  /** The impression log; `candidateIndex[r]` is the request position of `result.ranked[r]`. */
+  impressions?(request: RankRequest, result: RankResult, candidateIndex: Uint32Array): void;
 }
 
 export interface RankServiceOptions {
@@ -122,7 +122,13 @@ export class RankService {
       const [pctr, cpaScores] = await Promise.all([
         this.#score(ctr, ctrEncoded, request, deadlineAt),
         cvr && cpa ? this.#score(cvr, cvrEncoded!, cpa.request, deadlineAt) : Promise.resolve(null),
-      ]);
+      ]).catch((error: unknown) => {
+        // Once per request, not per model: the ctr and cvr calls of one request are often shed together.
+        const code = (error as { code?: string }).code;
+        if (code === Errors.OVERLOADED.code) this.#metrics.shed.inc({ reason: 'queue' });
+        else if (code === Errors.DEADLINE.code) this.#metrics.shed.inc({ reason: 'deadline' });
+        throw error;
+      });
       const scoreMs = performance.now() - scoreStart;
       let pcvr: Float32Array | null = null;
       if (cpa && cpaScores) {
@@ -130,7 +136,7 @@ export class RankService {
         cpa.indices.forEach((candidate, i) => (pcvr![candidate] = cpaScores[i]));
       }
 
-      const ranked = rankCandidates(request.candidates, pctr, pcvr, request.topK);
+      const { items: ranked, candidateIndex } = rankCandidates(request.candidates, pctr, pcvr, request.topK);
       const truncated = ctrEncoded.user.history.truncated;
       if (truncated > 0) this.#metrics.truncated.inc();
       const result: RankResult = {
@@ -149,7 +155,7 @@ export class RankService {
         if (ctr.shadows.length > 0) this.#hooks.shadow(request, 'ctr', { version: ctr.version, scores: pctr }, ctr.shadows);
         if (cvr && cpa && cpaScores && cvr.shadows.length > 0) this.#hooks.shadow(cpa.request, 'cvr', { version: cvr.version, scores: cpaScores }, cvr.shadows);
       }
-      this.#hooks.impressions?.(request, result);
+      this.#hooks.impressions?.(request, result, candidateIndex);
       return result;
     } finally {
       for (const r of held) this.#registry.release(r.version);
@@ -161,7 +167,7 @@ export class RankService {
     const started = performance.now();
     const labels = { model: version.name, version: String(version.version), arm };
     try {
-      const scores = await this.#pool.score(version.key, version.plan!, encoded, version.outputName, deadlineAt);
+      const scores = await this.#pool.score(version.key, version.plan!, encoded, version.outputName, deadlineAt, request.deadlineMs ?? this.#options.defaultDeadlineMs);
       // The gate checked this version's outputs on a reference batch; inputs it never saw can still
       // give NaN. Such a response fails as a model error (counted against a canary) rather than rank
       // on NaN or send it as null.
@@ -176,8 +182,6 @@ export class RankService {
       const wrapped = wrapInferenceError(version.key, error);
       const ms = performance.now() - started;
       this.#metrics.modelRequests.inc({ ...labels, outcome: wrapped.code });
-      if (wrapped.code === Errors.OVERLOADED.code) this.#metrics.shed.inc({ reason: 'queue' });
-      else if (wrapped.code === Errors.DEADLINE.code) this.#metrics.shed.inc({ reason: 'deadline' });
       // Shedding and deadlines say nothing about the model; only real failures count against it.
       if (!(wrapped instanceof RankerError && (wrapped.statusCode === 503 || wrapped.statusCode === 504))) {
         this.#hooks.observe?.({ version, arm, ok: false, ms, scores: null, request });

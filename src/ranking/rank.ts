@@ -38,7 +38,13 @@ export function ecpmOf(candidate: Candidate, pctr: number, pcvr: number | undefi
  * eCPM rounded to 9 significant digits (digits.ts), so two printed eCPMs may be equal where the
  * ranks differ. `pcvr` holds a score for every candidate (or null when no cvr was needed).
  */
-export function rankCandidates(candidates: Candidate[], pctr: Float32Array, pcvr: Float32Array | null, topK: number | undefined): RankedItem[] {
+export interface Ranking {
+  items: RankedItem[];
+  /** `candidateIndex[r]`: the position in the request of the candidate ranked `r + 1`. adIds may repeat. */
+  candidateIndex: Uint32Array;
+}
+
+export function rankCandidates(candidates: Candidate[], pctr: Float32Array, pcvr: Float32Array | null, topK: number | undefined): Ranking {
   const n = candidates.length;
   const ecpm = new Float64Array(n);
   for (let i = 0; i < n; i++) ecpm[i] = ecpmOf(candidates[i], pctr[i], pcvr ? pcvr[i] : undefined);
@@ -51,7 +57,7 @@ export function rankCandidates(candidates: Candidate[], pctr: Float32Array, pcvr
     if (pcvr && candidates[i].bidType === 'cpa') item.pcvr = nineSignificantDigits(pcvr[i]);
     ranked[r] = item;
   }
-  return ranked;
+  return { items: ranked, candidateIndex: order.subarray(0, k) };
 }
 
 /**

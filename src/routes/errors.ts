@@ -1,6 +1,6 @@
 /** Maps every error a route can meet onto the catalogue's status codes and one JSON error shape. */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { isRankerError } from '../errors.js';
+import { badRequestPath, isRankerError, pointerToken } from '../errors.js';
 
 interface ValidationIssue {
   instancePath?: string;
@@ -12,8 +12,8 @@ interface ValidationIssue {
 /** JSON pointer of the offending field: the missing or unexpected property is appended. */
 export function issuePath(issue: ValidationIssue): string {
   let path = issue.instancePath ?? '';
-  if (issue.keyword === 'required' && issue.params?.missingProperty) path += `/${String(issue.params.missingProperty)}`;
-  if (issue.keyword === 'additionalProperties' && issue.params?.additionalProperty) path += `/${String(issue.params.additionalProperty)}`;
+  if (issue.keyword === 'required' && issue.params?.missingProperty) path += `/${pointerToken(String(issue.params.missingProperty))}`;
+  if (issue.keyword === 'additionalProperties' && issue.params?.additionalProperty) path += `/${pointerToken(String(issue.params.additionalProperty))}`;
   return path || '/';
 }
 
@@ -31,7 +31,7 @@ export function handleError(error: FastifyError & { validation?: ValidationIssue
   if (isRankerError(error)) {
     if (error.statusCode === 503) reply.header('retry-after', '1');
     if (error.statusCode >= 500) request.log.warn({ code: error.code, err: error.cause ?? undefined }, error.message);
-    const path = error.code === 'RANK_BAD_REQUEST' ? error.message.split(':')[0] : undefined;
+    const path = badRequestPath(error)?.path;
     return reply.code(error.statusCode).send(errorBody(error.code, error.message, path));
   }
   switch (error.code) {

@@ -2,25 +2,26 @@
  * POST /v1/rank: HTTP only. Validation by the compiled schema (rows or columns), the columnar form is
  * turned into rows (src/features/columnar.ts), and the work is RankService's.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { context, propagation, trace } from '@opentelemetry/api';
 import type { Config } from '../config.js';
 import { pathInBody, toRowForm, type RankRequestBody } from '../features/columnar.js';
-import { Errors, isRankerError } from '../errors.js';
+import { badRequestPath, Errors, isRankerError } from '../errors.js';
+import { kSurfaces } from '../models/manifest.js';
 import type { Metrics } from '../metrics.js';
 import type { RankService } from '../ranking/rank-service.js';
 import { rankSchemas } from './rank-schema.js';
 import { TurnQueue } from './turn-queue.js';
 
 const tracer = trace.getTracer('gem-lite-ranker');
+const kKnownSurfaces: ReadonlySet<string> = new Set(kSurfaces);
 
 /** A 400 found while encoding the row form, pointed at where the value is in the client's body. */
 function inClientForm(error: unknown, body: RankRequestBody): unknown {
-  if (!isRankerError(error) || error.code !== Errors.BAD_REQUEST.code) return error;
-  const separator = error.message.indexOf(': ');
-  const path = error.message.slice(0, separator);
-  const moved = pathInBody(path, body);
-  return moved === path ? error : Errors.BAD_REQUEST(moved, error.message.slice(separator + 2));
+  const raised = isRankerError(error) ? badRequestPath(error) : null;
+  if (!raised) return error;
+  const moved = pathInBody(raised.path, body);
+  return moved === raised.path ? error : Errors.BAD_REQUEST(moved, raised.why);
 }
 
 export interface RankRouteOptions {
@@ -61,21 +62,29 @@ export async function rankRoutes(app: FastifyInstance, { config, service, metric
   // clusters of slow requests in the tail. JSON.stringify writes digits straight into its output and
   // is faster too (~210 vs ~250-280 us). RankService builds RankResult field by field, so there is
   // nothing for a schema to strip; a test checks the answer's keys against the schema.
-  const routeOptions = { schema: { body: schema.body, response: schema.response }, serializerCompiler: () => JSON.stringify };
+  // Every answer of this route is counted here, whatever answered it: admission control before the
+  // body was read, the body parser (400, 413, 415), schema validation, or the handler. The surface
+  // label comes from the body only once it is a known surface: label values stay bounded.
+  const onResponse = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+    const surface = (request.body as { surface?: unknown } | undefined)?.surface;
+    metrics.requests.inc({ surface: typeof surface === 'string' && kKnownSurfaces.has(surface) ? surface : 'unparsed', code: String(reply.statusCode) });
+    done();
+  };
+  const routeOptions = { schema: { body: schema.body, response: schema.response }, serializerCompiler: () => JSON.stringify, onResponse };
   app.post<{ Body: RankRequestBody }>('/v1/rank', routeOptions, async (request, reply) => {
-    const started = performance.now();
+    // The deadline and the timings count from the request's arrival (Fastify starts the reply's clock
+    // before the onRequest hooks), so the time a request waited for admission and for its body to be
+    // read is spent from its deadline, not added after it.
+    const started = performance.now() - reply.elapsedTime;
     const body = toRowForm(request.body);
     const parent = propagation.extract(context.active(), request.headers);
     const span = tracer.startSpan('rank', { attributes: { 'rank.surface': body.surface, 'rank.candidates': body.candidates.length } }, parent);
     try {
       const result = await service.rank(body, started);
-      metrics.requests.inc({ surface: body.surface, code: '200' });
       metrics.requestMs.observe({ surface: body.surface }, performance.now() - started);
       return reply.send(result);
     } catch (caught) {
       const error = inClientForm(caught, request.body);
-      const status = (error as { statusCode?: number }).statusCode ?? 500;
-      metrics.requests.inc({ surface: body.surface, code: String(status) });
       span.recordException(error as Error);
       throw error;
     } finally {
