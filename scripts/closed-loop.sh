@@ -5,14 +5,15 @@
 #   -> new version lands in the repo the running server watches -> validation gate -> canary 20%.
 # Everything lives in a temp dir under ${TMPDIR:-/tmp}; the server is stopped on exit.
 # Knobs (env): REQUESTS CANDIDATES TOPK CONCURRENCY CANARY_REQUESTS CANARY_PERCENT SCALE TEACHER
-#              THREADS KEEP_WORK=1 (keep the temp dir) USERS SEED (must match out/world-small).
+#              THREADS KEEP_WORK=1 (keep the temp dir) USERS SEED (only to generate a missing
+#              BASE_WORLD; requests and label read the world config from its index.json).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 PY=/usr/bin/python3
 
-USERS=${USERS:-4000}          # out/world-small: generate --days 8 --users 4000 (seed 42, ads default)
+USERS=${USERS:-4000}          # a missing out/world-small is generated with --days 8 --users 4000 --seed 42
 SEED=${SEED:-42}
 BASE_WORLD=${BASE_WORLD:-out/world-small}
 DAYS=(8 9 10)
@@ -92,13 +93,13 @@ note "repo copied: $(cd "$WORK/repo" && ls -d */*/ | tr '\n' ' ')"
 step "1. requests for days ${DAYS[*]}: $REQUESTS x $CANDIDATES candidates (feed), + $CANARY_REQUESTS for the canary phase"
 for d in "${DAYS[@]}"; do
   node dist/world/cli.js requests --count "$REQUESTS" --candidates "$CANDIDATES" --surface feed \
-    --users "$USERS" --seed "$SEED" --day "$d" --first $(( d * 100000 )) --out "$WORK/reqs/d$d.jsonl" 2>"$WORK/reqs/d$d.err"
+    --world "$BASE_WORLD" --day "$d" --first $(( d * 100000 )) --out "$WORK/reqs/d$d.jsonl" 2>"$WORK/reqs/d$d.err"
   note "day $d: $(tail -1 "$WORK/reqs/d$d.err")"
 done
 # canary traffic: the day after the last labeled one, different users' requests
 CD=$(( ${DAYS[-1]} + 1 ))
 node dist/world/cli.js requests --count "$CANARY_REQUESTS" --candidates "$CANDIDATES" --surface feed \
-  --users "$USERS" --seed "$SEED" --day "$CD" --first $(( CD * 100000 )) --out "$WORK/reqs/canary.jsonl" 2>"$WORK/reqs/canary.err"
+  --world "$BASE_WORLD" --day "$CD" --first $(( CD * 100000 )) --out "$WORK/reqs/canary.jsonl" 2>"$WORK/reqs/canary.err"
 note "canary (day $CD): $(tail -1 "$WORK/reqs/canary.err")"
 
 step "2. serve days ${DAYS[*]} (topK $TOPK, concurrency $CONCURRENCY) with IMPRESSION_LOG"
@@ -119,7 +120,7 @@ step "3. label each day's log with the world's ground truth"
 LABELED=()
 for d in "${DAYS[@]}"; do
   node dist/world/cli.js label --log "$WORK/logs/d$d.jsonl" --out "$WORK/labeled/d$d" \
-    --users "$USERS" --seed "$SEED" --day "$d" 2>"$WORK/labeled/d$d.err"
+    --world "$BASE_WORLD" --day "$d" 2>"$WORK/labeled/d$d.err"
   note "day $d: $(grep '^labeled' "$WORK/labeled/d$d.err" | tail -1)"
   LABELED+=("$WORK/labeled/d$d")
 done
@@ -139,13 +140,16 @@ if [[ -n "${TEACHER:-}" ]]; then TEACHER_ARGS=(--teacher "$TEACHER"); note "reus
 # The pipeline publishes straight into the repo the server watches (atomic rename of a hidden temp
 # dir) with --rollout keep: rollout.json is left alone, so the new version arrives loaded but
 # unrouted, and goes live only through the canary set below via the admin API.
-OLDV=$(ls "$WORK/repo/$TASK" | grep -E '^[0-9]+$' | sort -n | tail -1)
+# The version serving is the stable one rollout.json routes; the newest on disk may be a newer,
+# unrouted one. loop-summary.mjs checks it against the labeled shards' imp_model_version.
+OLDV=$(node scripts/stable-version.mjs "$WORK/repo" "$TASK")
+NEWEST_BEFORE=$(ls "$WORK/repo/$TASK" | grep -E '^[0-9]+$' | sort -n | tail -1)
 PT0=$(date +%s)
 "$PY" -m pipeline.gemlite.cli run --world "$WORK/world" --repo "$WORK/repo" --rollout keep --scale "$SCALE" \
   --tasks "$TASK" --seeds 1 --threads "$THREADS" --out "$WORK/run" "${TEACHER_ARGS[@]}" 2>&1 | tee "$WORK/state/pipeline.log" | sed -u "s/^/      | /"
 echo "$(( $(date +%s) - PT0 ))" >"$WORK/state/pipeline-seconds"
 NEWV=$(ls "$WORK/repo/$TASK" | grep -E '^[0-9]+$' | sort -n | tail -1)
-if [[ "$NEWV" == "$OLDV" ]]; then echo "pipeline published no new $TASK version" >&2; exit 1; fi
+if [[ "$NEWV" == "$NEWEST_BEFORE" ]]; then echo "pipeline published no new $TASK version" >&2; exit 1; fi
 echo "$NEWV" >"$WORK/state/newv"
 SHIPPED=$(date +%s%N)
 note "pipeline published $TASK v$NEWV into the served repo; rollout.json still says $TASK: $(node -e "console.log(JSON.stringify(require('$WORK/repo/rollout.json').models['$TASK']))")"

@@ -5,6 +5,9 @@
  * Served-model AUC per labeled day comes from the labeled shard alone: the labeler keeps each
  * impression's served pctr (imp_served_pctr.npy) next to its sampled click. A join of the log to the
  * shard on (user, ad, ts) matched nothing once the labeler stamped the simulated clock.
+ * OLD_VERSION must be the version that served the labeled days (closed-loop.sh reads rollout.json's
+ * stable): it is checked against the shards' imp_model_version, and a mismatch fails the summary
+ * (exit 1) rather than print a comparison with a version that served nothing.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -37,7 +40,18 @@ function auc(scores, labels) {
   return pos && neg ? (rankSum - (pos * (pos + 1)) / 2) / (pos * neg) : NaN;
 }
 
+/** The versions of `task` that scored a labeled shard's impressions (null: the shard does not say). */
+function servedVersions(dir, models) {
+  try {
+    const model = npy(dir, 'imp_model'), version = npy(dir, 'imp_model_version');
+    return [...new Set(version.filter((_, i) => models[model[i]] === task))].sort((a, b) => a - b);
+  } catch {
+    return null;
+  }
+}
+
 const lines = [];
+const mismatches = [];
 const out = (s = '') => lines.push(s);
 out(`CLOSED LOOP SUMMARY  (${task}: v${oldV} serving -> v${newV} ${state})`);
 out('');
@@ -59,6 +73,10 @@ for (const d of days) {
     }
   }
   let servedAuc = NaN;
+  const versions = shard.dir ? servedVersions(join(work, 'labeled', `d${d}`, shard.dir), idx?.labeler?.models ?? []) : null;
+  if (versions && versions.some((v) => String(v) !== String(oldV))) {
+    mismatches.push(`day ${d} impressions were served by ${task} v${versions.join('/')} (imp_model_version), not v${oldV}`);
+  }
   try {
     const dir = join(work, 'labeled', `d${d}`, shard.dir);
     const served = npy(dir, 'imp_served_pctr'), click = npy(dir, 'imp_click');
@@ -83,8 +101,13 @@ const merge = json('state', 'merge.json');
 out('');
 out(`combined world: ${merge?.days?.length} days (${merge?.days?.join(', ')})`);
 const log = text('state', 'pipeline.log') ?? '';
+// The run's metadata says which days the teacher was trained on: a reused teacher's own days, not
+// this run's split (the log line's "days: teacher" is the split a new teacher would have used).
+const meta = json('run', 'results.json')?.meta;
+const list = (x) => JSON.stringify(x ?? null).replace(/,/g, ', ');
 const dl = log.split('\n').find((l) => l.includes('days: teacher'));
-if (dl) out(`pipeline split: ${dl.replace(/^\[[^\]]*\]\s*/, '')}`);
+if (meta) out(`pipeline split: teacher ${list(meta.teacherDays)} (${meta.teacherVersion}) students ${list(meta.studentDays)} adapter ${list(meta.adapterDays)} eval ${list(meta.evalDays)}`);
+else if (dl) out(`pipeline split: ${dl.replace(/^\[[^\]]*\]\s*/, '')}`);
 out(`pipeline wall time: ${text('state', 'pipeline-seconds')} s`);
 
 const man = json('repo', task, newV, 'manifest.json');
@@ -95,7 +118,9 @@ out(`new version ${task} v${newV}: variant ${man?.lineage?.distillation}, traini
 out(`  offline (eval days ${m.evalDays}, ${m.evalRows} rows): AUC ${f4(m.auc)}  NE ${f4(m.ne)}  logloss ${f4(m.logloss)}  oracle AUC ${f4(m.oracleAuc)}  teacher AUC ${f4(m.teacherAuc)}  calibration (pred/obs) ${f4(m.calibration)}`);
 const [e0, e1] = String(m.evalDays ?? '').split('-').map(Number);
 const evalJoined = Object.entries(joined).filter(([d]) => Number(d) >= e0 && Number(d) <= e1);
-if (evalJoined.length) {
+if (mismatches.length) {
+  out(`  NO comparison with v${oldV}: ${mismatches.join('; ')}`);
+} else if (evalJoined.length) {
   const sc = evalJoined.flatMap(([, x]) => x.sc), lb = evalJoined.flatMap(([, x]) => x.lb);
   out(`  same impressions, as served by v${oldV} (pctr in the impression log): AUC ${f4(auc(sc, lb))} on ${sc.length} rows` +
     ` -> offline delta v${newV} - v${oldV}: ${m.auc != null ? (m.auc - auc(sc, lb) >= 0 ? '+' : '') + (m.auc - auc(sc, lb)).toFixed(4) : 'n/a'}`);
@@ -135,3 +160,8 @@ if (tc) {
 out('');
 out(`total wall time: ${text('state', 'total-seconds')} s`);
 console.log(lines.join('\n'));
+if (mismatches.length) {
+  console.error(`loop-summary: OLD_VERSION v${oldV} did not serve the labeled days: ${mismatches.join('; ')}. ` +
+    'Pass the version rollout.json routed as stable while serving (scripts/stable-version.mjs).');
+  process.exitCode = 1;
+}

@@ -5,10 +5,12 @@
  * index.json. The pipeline (pipeline/gemlite/data.py World) reads: shards[].dir, shards[].day, seed,
  * surfaces, events, bidTypes, userDense, adDense. The header comes from the base world; each
  * labeled index must agree on seed / users / ads / userDense / adDense or we stop.
+ * Re-merging into an existing --out is normal: every day link is replaced (atomically: a new link
+ * renamed over the old one) and day links of an earlier merge that this one lacks are removed.
  *
  *   node scripts/merge-world.mjs --base out/world-small --out DIR [--upto-day 7] LABELED_DIR...
  */
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const argv = process.argv.slice(2);
@@ -33,9 +35,25 @@ mkdirSync(out, { recursive: true });
 
 const dirName = (day) => `day-${String(day).padStart(3, '0')}`;
 const shards = [];
+const isLink = (path) => {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch (err) {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  }
+};
+const linked = new Set();
+// A stale link kept from an earlier merge would feed the pipeline the old day, so each link is
+// replaced: rename(2) of a fresh link over the old one, so no reader ever sees the day missing.
 const link = (target, name) => {
   const dst = join(out, name);
-  if (!existsSync(dst)) symlinkSync(target, dst, 'dir');
+  if (isLink(dst) === false) throw new Error(`${dst} exists and is not a symlink: refusing to replace it (remove it or pick another --out)`);
+  const tmp = join(out, `.${name}.tmp-${process.pid}`);
+  rmSync(tmp, { force: true });
+  symlinkSync(target, tmp, 'dir');
+  renameSync(tmp, dst);
+  linked.add(name);
 };
 for (const s of baseIndex.shards) {
   if (s.day > uptoDay) continue;
@@ -59,6 +77,10 @@ for (const dir of labeledDirs) {
     shards.push({ ...s, dir: dirName(s.day), source: 'label' });
   }
   labeler.push({ dir, ...idx.labeler });
+}
+// Day links of an earlier merge into this --out that this merge does not have.
+for (const name of readdirSync(out)) {
+  if (/^day-\d+$/.test(name) && !linked.has(name) && isLink(join(out, name))) unlinkSync(join(out, name));
 }
 shards.sort((a, b) => a.day - b.day);
 const merged = { ...baseIndex, days: shards.length, shards, labeler, mergedFrom: { base, labeled: labeledDirs } };

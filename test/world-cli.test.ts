@@ -83,3 +83,19 @@ test('generate -> requests -> label, end to end through the CLI', (t) => {
 function servedPctrOf(userId: number, adId: number): number {
   return (((userId * 31 + adId) % 997) + 0.5) / 1000;
 }
+
+test('requests --day 1 and --day 2 without --first draw different users and surfaces', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'world-cli-days-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const day = (d: number) => {
+    const out = join(dir, `d${d}.jsonl`);
+    const r = run(['requests', '--count', '60', '--candidates', '2', '--day', String(d), ...kWorld, '--out', out]);
+    assert.equal(r.status, 0, r.stderr);
+    return readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as RankRequest);
+  };
+  const [d1, d2] = [day(1), day(2)];
+  const sameUser = d1.filter((b, i) => b.user.id === d2[i].user.id).length;
+  const sameSurface = d1.filter((b, i) => b.surface === d2[i].surface).length;
+  assert.ok(sameUser < 10, `${sameUser} of 60 requests have the same user`);
+  assert.ok(sameSurface < 45, `${sameSurface} of 60 requests have the same surface`);
+});

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { kEpochMs, kHourMs } from '../world/config.js';
-import { type ImpressionLogRecord, labelImpressions, parseLogLine, toColumns } from '../world/labeler.js';
+import { checkWorldMatchesLog, type ImpressionLogRecord, labelImpressions, parseLogLine, toColumns } from '../world/labeler.js';
 import { npyValues, parseNpy } from '../world/npy.js';
 import { generateRankRequest } from '../world/requests.js';
 import { writeShard } from '../world/shards.js';
@@ -146,11 +146,26 @@ test('the server log line (one per request, with `shown`) expands to one record 
   assert.equal(records.length, 5);
   assert.deepEqual(
     { ...records[0], adId: 0 },
-    { requestId: body.requestId, userId: body.user.id, surface: 'stories', adId: 0, modelName: 'stories-ctr', modelVersion: 4, arm: 'canary', ts: line.ts, hour: body.context.hour, rank: 1, pctr: 0.01, ecpm: 1, cvrModelName: 'feed-cvr', cvrModelVersion: 2 },
+    { requestId: body.requestId, userId: body.user.id, surface: 'stories', adId: 0, modelName: 'stories-ctr', modelVersion: 4, arm: 'canary', ts: line.ts, hour: body.context.hour, rank: 1, pctr: 0.01, ecpm: 1, advertiserId: body.candidates[0].advertiserId, cvrModelName: 'feed-cvr', cvrModelVersion: 2 },
   );
   const { labeled } = labelImpressions(world, records);
   assert.equal(labeled.length, 5);
   assert.equal(parseLogLine('{"oops": 1}'), null);
   assert.equal(parseLogLine('not json'), null);
   assert.deepEqual(parseLogLine(JSON.stringify(records[1])), [records[1]]);
+});
+
+test('checkWorldMatchesLog compares the logged advertiser and category of each shown ad with the world', () => {
+  const withAttrs = records.slice(0, 200).map((r) => {
+    const j = world.adIndex.get(r.adId)!;
+    const { ads, advertisers, categories } = world.entities;
+    return { ...r, advertiserId: advertisers.id[ads.advertiser[j]], category: categories.id[ads.category[j]] };
+  });
+  assert.deepEqual(checkWorldMatchesLog(world, withAttrs), { compared: 200, mismatched: 0, examples: [] });
+  const other = createWorld({ users: 2000, ads: 4000, advertisers: 300, seed: 18 });
+  const check = checkWorldMatchesLog(other, withAttrs);
+  assert.equal(check.compared, 200);
+  assert.ok(check.mismatched > 190, `${check.mismatched} of 200 differ in a world of another seed`);
+  assert.equal(check.examples.length, 3);
+  assert.deepEqual(checkWorldMatchesLog(world, records.slice(0, 50)), { compared: 0, mismatched: 0, examples: [] }, 'records without the fields are not compared');
 });

@@ -69,6 +69,35 @@ test('request ids name the world day, so they never repeat across days', async (
   assert.match(day1, /-d1-1$/);
 });
 
+test('requests of two days draw different users and hours: the stream is keyed on the day', async () => {
+  const { advanceWorld } = await import('../world/simulate.js');
+  const draw = (day: number) => {
+    const w = advanceWorld(createWorld({ users: 500, ads: 800, advertisers: 80, seed: 3 }), day);
+    return Array.from({ length: 60 }, (_, i) => generateRankRequest(w, { surface: 'feed', candidates: 3, seed: i }));
+  };
+  const [d1, d2] = [draw(1), draw(2)];
+  const sameUser = d1.filter((b, i) => b.user.id === d2[i].user.id).length;
+  const sameHour = d1.filter((b, i) => b.context.hour === d2[i].context.hour).length;
+  assert.ok(sameUser < 10, `${sameUser} of 60 requests drew the same user on days 1 and 2`);
+  assert.ok(sameHour < 15, `${sameHour} of 60 requests drew the same hour on days 1 and 2`);
+});
+
+test('day-0 requests keep the stream the benchmark bodies and the gate reference batch were built with', () => {
+  const w = createWorld({ users: 500, ads: 800, advertisers: 80, seed: 3 });
+  const got = [0, 1, 2, 3, 4].map((i) => {
+    const b = generateRankRequest(w, { surface: 'feed', candidates: 3, seed: i });
+    return [b.user.id, b.context.hour, b.candidates.map((c) => c.adId)];
+  });
+  // Recorded before the day was keyed in (2026-12-03).
+  assert.deepEqual(got, [
+    [10000000139, 7, [1000312, 1000590, 1000777]],
+    [10000000208, 16, [1000737, 1000459, 1000117]],
+    [10000000132, 11, [1000665, 1000239, 1000063]],
+    [10000000333, 12, [1000123, 1000152, 1000501]],
+    [10000000264, 11, [1000045, 1000269, 1000674]],
+  ]);
+});
+
 test('requests are deterministic in the seed, different across seeds', () => {
   const a = generateRankRequest(world, { surface: 'stories', candidates: 30, seed: 4 });
   const b = generateRankRequest(world, { surface: 'stories', candidates: 30, seed: 4 });

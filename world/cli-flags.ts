@@ -19,6 +19,16 @@ export function parseFlags(argv: readonly string[]): { command: string; flags: F
   return { command, flags };
 }
 
+/**
+ * Refuse flags the subcommand does not read: a misspelt world flag (`--sed 5`) would otherwise be
+ * dropped silently and the command would rebuild another world than the one meant.
+ */
+export function checkFlags(command: string, flags: Flags, known: readonly string[]): void {
+  for (const name of Object.keys(flags)) {
+    if (!known.includes(name)) throw new Error(`${command}: unknown flag --${name} (known: ${known.map((k) => `--${k}`).join(', ')})`);
+  }
+}
+
 export function intFlag(flags: Flags, name: string, fallback?: number): number | undefined {
   const raw = flags[name];
   if (raw === undefined) return fallback;

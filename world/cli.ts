@@ -1,21 +1,25 @@
 /**
  * CLI of the synthetic world (`npm run world -- <command> [flags]`):
- *   generate --days N --users U [--ads A --advertisers V --seed S] --out DIR
- *   requests --count N [--candidates C --history H --surface S --users U --ads A --seed S] --out FILE.jsonl
- *   label --log IN.jsonl --out DIR [--users U --ads A --seed S --day D]
- * World flags (users, ads, advertisers, seed) must match between `requests` and `label`.
+ *   generate --days N --users U [--ads A --advertisers V --seed S --impressions-per-user-day R] --out DIR
+ *   requests --count N [--candidates C --history H --surface S --first F --topK K] [world flags] --out FILE.jsonl
+ *   label --log IN.jsonl --out DIR [world flags]
+ * World flags: `--world DIR` (read the config `generate` wrote into DIR/index.json) or the generate
+ * flags (users, ads, advertisers, seed, impressions-per-user-day) again, plus `--day D`. `requests`
+ * and `label` must rebuild the served world; unknown flags are refused, so a typo cannot drop one.
  */
-import { intFlag, numberFlag, parseFlags, required } from './cli-flags.js';
+import { checkFlags, intFlag, numberFlag, parseFlags, required } from './cli-flags.js';
 import { generate } from './generate.js';
 
 const kUsage = `usage:
   world generate --days N --users U [--ads A] [--advertisers V] [--seed S] [--impressions-per-user-day R] --out DIR
-  world requests --count N [--candidates C] [--history H] [--surface feed|stories|reels|marketplace] [--users U] [--ads A] [--seed S] --out FILE.jsonl
-  world label --log IN.jsonl --out DIR [--users U] [--ads A] [--seed S] [--day D]`;
+  world requests --count N [--candidates C] [--history H] [--surface feed|stories|reels|marketplace] [--first F] [--topK K] [WORLD] --out FILE.jsonl
+  world label --log IN.jsonl --out DIR [WORLD]
+WORLD: --world DIR (a generated world's index.json config) or [--users U] [--ads A] [--advertisers V] [--seed S] [--impressions-per-user-day R]; and [--day D]`;
 
 async function main(argv: readonly string[]): Promise<void> {
   const { command, flags } = parseFlags(argv);
   if (command === 'generate') {
+    checkFlags('generate', flags, ['out', 'days', 'users', 'ads', 'advertisers', 'seed', 'impressions-per-user-day']);
     const out = required(flags, 'out');
     const result = generate({
       out,

@@ -4,15 +4,16 @@
  * from the ground truth, write one shard in the training format plus index.json. Extra columns
  * (not in generated shards): imp_model.npy (int16, index into index.json `labeler.models`),
  * imp_model_version.npy (int32), imp_arm.npy (int8, index into `labeler.arms`), imp_served_pctr.npy
- * (float32, the serving model's pCTR from the log; NaN where the log had none).
+ * (float32, the serving model's pCTR from the log; NaN where the log had none). A log whose shown
+ * ads carry other advertiser/category ids than this world's (> 1%) is refused: wrong world flags.
  */
 import { createReadStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { required } from './cli-flags.js';
-import { worldFromFlags } from './cli-world.js';
+import { checkFlags, required } from './cli-flags.js';
+import { kWorldFlags, worldFromFlags } from './cli-world.js';
 import { indexHeader, roundJson } from './generate.js';
-import { type ImpressionLogRecord, kArms, labelImpressions, parseLogLine, toColumns } from './labeler.js';
+import { checkWorldMatchesLog, type ImpressionLogRecord, kArms, labelImpressions, parseLogLine, toColumns, type WorldCheck } from './labeler.js';
 import { writeNpy } from './npy.js';
 import { writeShard } from './shards.js';
 
@@ -29,12 +30,35 @@ export async function readLog(path: string): Promise<{ records: ImpressionLogRec
   return { records, malformed };
 }
 
+export const kLabelFlags: readonly string[] = ['log', 'out', ...kWorldFlags];
+
+/** Share of compared shown ads allowed to disagree with the world before `label` refuses the log. */
+export const kMaxWorldMismatch = 0.01;
+
+/** Throw when too many shown ads of the log disagree with the world: labels would come from another truth. */
+export function assertSameWorld(check: WorldCheck, flags: Record<string, string>): void {
+  if (check.compared === 0 || check.mismatched <= kMaxWorldMismatch * check.compared) return;
+  const named = kWorldFlags.filter((f) => flags[f] !== undefined).map((f) => `--${f} ${flags[f]}`);
+  const given = named.join(' ') || 'defaults';
+  throw new Error(
+    `${check.mismatched} of ${check.compared} shown ads have another advertiserId/category in this world ` +
+      `(more than ${100 * kMaxWorldMismatch}%; e.g. ${check.examples.join('; ')}). The world flags (${given}) likely differ from the served world: ` +
+      'pass the flags the world was generated with, or --world DIR of the generated world',
+  );
+}
+
 export async function run(flags: Record<string, string>): Promise<void> {
+  checkFlags('label', flags, kLabelFlags);
   const logPath = required(flags, 'log');
   const out = required(flags, 'out');
   const started = Date.now();
   const { records, malformed } = await readLog(logPath);
   const world = worldFromFlags(flags);
+  const check = checkWorldMatchesLog(world, records);
+  assertSameWorld(check, flags);
+  if (check.compared === 0 && records.length > 0) {
+    process.stderr.write('label: the log carries no advertiserId/category for shown ads: cannot check it comes from this world\n');
+  }
   const { labeled, skipped } = labelImpressions(world, records);
   const cols = toColumns(labeled);
   const dirName = `day-${String(world.day).padStart(3, '0')}`;
@@ -48,7 +72,16 @@ export async function run(flags: Record<string, string>): Promise<void> {
     ...indexHeader(world),
     days: 1,
     shards: [summary],
-    labeler: { log: logPath, records: records.length, labeled: labeled.length, skipped, malformed, models: cols.models, arms: kArms },
+    labeler: {
+      log: logPath,
+      records: records.length,
+      labeled: labeled.length,
+      skipped,
+      malformed,
+      worldCheck: { compared: check.compared, mismatched: check.mismatched },
+      models: cols.models,
+      arms: kArms,
+    },
   };
   writeFileSync(join(out, 'index.json'), `${JSON.stringify(index, roundJson, 1)}\n`);
   process.stderr.write(

@@ -35,6 +35,9 @@ export interface ImpressionLogRecord {
   ecpm?: number;
   cvrModelName?: string;
   cvrModelVersion?: number;
+  /** The shown ad's advertiser and category as the request carried them (the server logs both). */
+  advertiserId?: number;
+  category?: number;
 }
 
 /** A model reference as the server stamps it: `{name, version, arm}`. */
@@ -56,7 +59,7 @@ export interface RankLogLine {
   surface: Surface;
   hour?: number;
   models?: { ctr?: LoggedModel; cvr?: LoggedModel };
-  shown: Array<{ adId: number; rank?: number; pctr?: number; pcvr?: number; ecpm?: number }>;
+  shown: Array<{ adId: number; advertiserId?: number; category?: number; rank?: number; pctr?: number; pcvr?: number; ecpm?: number }>;
 }
 
 function armOf(value: string | undefined): Arm {
@@ -83,6 +86,8 @@ export function expandLogLine(line: RankLogLine): ImpressionLogRecord[] {
     if (c.pctr !== undefined) record.pctr = c.pctr;
     if (c.pcvr !== undefined) record.pcvr = c.pcvr;
     if (c.ecpm !== undefined) record.ecpm = c.ecpm;
+    if (c.advertiserId !== undefined) record.advertiserId = c.advertiserId;
+    if (c.category !== undefined) record.category = c.category;
     if (cvr) {
       record.cvrModelName = cvr.name;
       record.cvrModelVersion = cvr.version;
@@ -172,6 +177,41 @@ export function labelImpressions(world: World, records: Iterable<ImpressionLogRe
     labeled.push({ record, userIndex: u, adIndex: j, surface: s, hour, pClick: probs[0], pConv: probs[1], click, conv, simTs });
   }
   return { labeled, skipped };
+}
+
+export interface WorldCheck {
+  /** Records whose ad is in the world and that carry advertiserId or category. */
+  compared: number;
+  /** Of those, records whose advertiserId or category differs from the world's ad of that id. */
+  mismatched: number;
+  /** A few mismatching records, for the error message. */
+  examples: string[];
+}
+
+/**
+ * Does the log come from this world? Every world numbers its ads alike (kAdIdBase + index), so a
+ * world rebuilt with other flags than the served one still finds every ad id and would label the
+ * log without complaint, with another truth. The attributes the server logged for each shown ad
+ * (taken from the request body) must be the world's.
+ */
+export function checkWorldMatchesLog(world: World, records: Iterable<ImpressionLogRecord>): WorldCheck {
+  const { ads, advertisers, categories } = world.entities;
+  const check: WorldCheck = { compared: 0, mismatched: 0, examples: [] };
+  for (const r of records) {
+    if (r.advertiserId === undefined && r.category === undefined) continue;
+    const j = world.adIndex.get(r.adId);
+    if (j === undefined) continue;
+    check.compared++;
+    const advertiserId = advertisers.id[ads.advertiser[j]];
+    const category = categories.id[ads.category[j]];
+    if ((r.advertiserId !== undefined && r.advertiserId !== advertiserId) || (r.category !== undefined && r.category !== category)) {
+      check.mismatched++;
+      if (check.examples.length < 3) {
+        check.examples.push(`ad ${r.adId}: logged advertiser ${r.advertiserId} category ${r.category}, world advertiser ${advertiserId} category ${category}`);
+      }
+    }
+  }
+  return check;
 }
 
 export interface LabeledColumns extends ImpressionColumns {

@@ -1,17 +1,19 @@
 /** `requests`: write N `/v1/rank` bodies as JSON lines, for load tests. */
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { intFlag, required } from './cli-flags.js';
-import { worldFromFlags } from './cli-world.js';
+import { checkFlags, intFlag, required } from './cli-flags.js';
+import { kWorldFlags, worldFromFlags } from './cli-world.js';
 import { kSurfaces, type Surface } from './config.js';
 import { ProgressBar } from './progress.js';
-import { generateRankRequest } from './requests.js';
-import { Rng } from './rng.js';
+import { generateRankRequest, requestRng } from './requests.js';
 
 /** Traffic share of each surface when --surface is not given. */
 const kTrafficCum = [0.45, 0.65, 0.85, 1.0];
 
+export const kRequestsFlags: readonly string[] = ['out', 'count', 'candidates', 'history', 'first', 'topK', 'surface', ...kWorldFlags];
+
 export async function run(flags: Record<string, string>): Promise<void> {
+  checkFlags('requests', flags, kRequestsFlags);
   const out = required(flags, 'out');
   const count = intFlag(flags, 'count', 1000)!;
   const candidates = intFlag(flags, 'candidates', 200)!;
@@ -22,7 +24,7 @@ export async function run(flags: Record<string, string>): Promise<void> {
   if (fixed !== undefined && !kSurfaces.includes(fixed)) throw new Error(`--surface must be one of ${kSurfaces.join(', ')}`);
   const started = Date.now();
   const world = worldFromFlags(flags);
-  const rng = new Rng(world.config.seed, 'request-surfaces', first);
+  const rng = requestRng(world, 'request-surfaces', first);
   const stream = createWriteStream(out);
   const bar = new ProgressBar('requests', count, ' req');
   let bytes = 0;

@@ -149,11 +149,21 @@ export function candidateOf(world: World, j: number): RankCandidate {
   };
 }
 
+/**
+ * The stream of request `seed` on the world's day. Later days fork on the day, so `requests --day 8`
+ * and `--day 9` draw different users, hours and candidates for the same seeds. Day 0 keeps the
+ * stream it always had: the load-test bodies and the gate's reference batch are day-0 requests, and
+ * benchmark results stay comparable with earlier ones only if those bodies do not change.
+ */
+export function requestRng(world: World, stream: string, seed: number): Rng {
+  return world.day === 0 ? new Rng(world.config.seed, stream, seed) : new Rng(world.config.seed, stream, seed, 'day', world.day);
+}
+
 /** One `/v1/rank` body; deterministic in (world, options). */
 export function generateRankRequest(world: World, options: RankRequestOptions): RankRequest {
   const surface = kSurfaces.indexOf(options.surface);
   if (surface < 0) throw new Error(`unknown surface '${options.surface}'`);
-  const rng = new Rng(world.config.seed, 'request', options.seed);
+  const rng = requestRng(world, 'request', options.seed);
   const u = options.userIndex ?? pickUser(world, rng, options.historyLength);
   const { users } = world.entities;
   const active = world.sampler.activeAds;

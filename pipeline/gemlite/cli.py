@@ -27,6 +27,7 @@ from .golden import build_golden, parity_cases
 from .publish import build_manifest, clean_stale_temps, publish, route_published
 from .report import write_report, summarize
 from .students import StudentConfig, StudentNet, count_params
+from . import teacher_meta
 from .teacher import TeacherConfig, TeacherNet, teacher_batch, to_torch
 
 SERVABLE = ["none", "kd", "kd_aux_adapter"]  # variants that need nothing beyond the request
@@ -90,6 +91,10 @@ class Progress:
         if not self.quiet:
             print(f"[{time.time() - self.t0:7.1f}s] {msg}", flush=True)
 
+    def warn(self, msg: str) -> None:
+        """Always shown (stderr), --quiet or not."""
+        print(f"[{time.time() - self.t0:7.1f}s] warning: {msg}", file=sys.stderr, flush=True)
+
 
 def split_days(world: World) -> dict[str, list[int]]:
     days = sorted(d.day for d in world.days)
@@ -151,15 +156,25 @@ def run(args: argparse.Namespace) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"run {run_id}: world {args.world} (seed {world.seed}, {len(world.days)} days), scale {args.scale}, "
         f"seeds {seeds}, tasks {task_names}, out {out_dir}")
-    log(f"days: teacher {split['teacher']} students {split['student']} adapter {split['adapter']} eval {split['eval']}")
+    tcfg = scale.teacher
+    # A reused teacher is described by the metadata written when it was trained (teacher_meta.py),
+    # never as this run's: its days are its own, not this run's split.
+    if args.teacher:
+        tmeta = teacher_meta.load_for_reuse(Path(args.teacher), world, args.scale, tcfg, log.warn)
+    else:
+        tmeta = teacher_meta.new_meta(run_id, world, args.world, split["teacher"], args.scale, tcfg)
+    teacher_version = tmeta["teacherVersion"]
+    teacher_days = tmeta["trainingDays"]
+    days_text = teacher_days if teacher_days is not None else "unknown"
+    reused = f" (reused {teacher_version})" if args.teacher else ""
+    log(f"days: teacher {days_text}{reused} students {split['student']} adapter {split['adapter']} eval {split['eval']}")
 
     spec = fit_feature_spec(world, split["student"], **scale.spec)
     (out_dir / "feature_spec.json").write_text(json.dumps(spec.to_json(), indent=1))
 
     # ---- teacher
-    tcfg = scale.teacher
     if args.teacher:
-        log(f"teacher: loading {args.teacher} (trained on days {split['teacher']})")
+        log(f"teacher: loading {args.teacher} ({teacher_version}, trained on days {days_text})")
         teacher = TeacherNet(spec, tcfg)
         teacher.load_state_dict(torch.load(args.teacher))
         teacher.eval()
@@ -168,7 +183,7 @@ def run(args: argparse.Namespace) -> dict:
         teacher = train_teacher(world, spec, tcfg, split["teacher"], scale.teacher_epochs, scale.teacher_batch,
                                 seed=seeds[0], log=log, lr=scale.teacher_lr, max_batches=scale.teacher_max_batches)
     torch.save(teacher.state_dict(), out_dir / "teacher.pt")
-    teacher_version = f"teacher-{run_id}"
+    teacher_meta.write(out_dir / "teacher.pt", tmeta)  # a reused teacher's copy keeps its provenance
     all_days = sorted(d.day for d in world.days)
     tout = teacher_outputs(world, spec, tcfg, teacher, all_days, scale.teacher_batch, log)
     latency = [teacher_latency(world, spec, tcfg, teacher, split["eval"][-1])]
@@ -218,7 +233,8 @@ def run(args: argparse.Namespace) -> dict:
 
     summary = summarize(results)
     meta = {"runId": run_id, "world": str(args.world), "worldSeed": world.seed, "scale": args.scale, "seeds": seeds,
-            "teacherDays": split["teacher"], "studentDays": split["student"], "adapterDays": split["adapter"],
+            "teacherDays": teacher_days, "teacherReused": bool(args.teacher),
+            "studentDays": split["student"], "adapterDays": split["adapter"],
             "evalDays": split["eval"], "teacherConfig": tcfg.to_json(), "studentConfig": scale.student.to_json(),
             "teacherVersion": teacher_version}
 
@@ -297,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-publish", action="store_true")
     r.add_argument("--rollout", choices=["stable", "keep"], default="stable",
                    help="stable: published versions become stable; keep: leave an existing rollout.json untouched")
-    r.add_argument("--teacher", default="", help="reuse a teacher.pt of an earlier run (same world and scale)")
+    r.add_argument("--teacher", default="",
+                   help="reuse a teacher.pt of an earlier run (same scale); its version and days come from its teacher.json")
     r.add_argument("--quiet", action="store_true")
     s = sub.add_parser("synth", help="write a tiny synthetic world in the shard layout")
     s.add_argument("--out", required=True)
