@@ -139,7 +139,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     const rollout = registry.rollout;
     return rollout !== null && Object.keys(rollout.routes).length > 0 && registry.routing.surfaces.size === Object.keys(rollout.routes).length;
   };
-  const isReady = () => !closing && (cluster === null || cluster.ready()) && modelsReady();
+  // No ready inference worker (the only one crashed and its replacement is reloading): requests
+  // would wait, so a load balancer should send them elsewhere meanwhile.
+  const isReady = () => !closing && (cluster === null || cluster.ready()) && pool.readyWorkers > 0 && modelsReady();
 
   const kWaitingLine = { inflight: '', line_full: ', waiting line full', wait_timeout: ', no place within the wait' } as const;
   const admission = new AdmissionController({

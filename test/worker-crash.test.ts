@@ -19,7 +19,11 @@ test('a worker that dies fails the batches sent to it with WORKER_EXITED and is 
   const lost = app.ranker.pool.runFeeds('feed-ctr@1', assembleBatch(plan, [encodeRequest(plan, sampleRequest(50, 20, 1))]));
   await assert.rejects(lost, (error: RankerError) => error.code === 'WORKER_EXITED' && error.statusCode === 500);
   await exited;
+  // The only worker is gone and its replacement is still reloading: not ready for traffic.
+  assert.equal(app.ranker.pool.readyWorkers, 0);
+  assert.equal((await app.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode, 503);
   await app.ranker.pool.whenReady();
+  assert.equal((await app.inject({ method: 'GET', url: '/v2/health/ready' })).statusCode, 200);
   const ok = await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(10, 5, 2) });
   assert.equal(ok.statusCode, 200, ok.body);
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;

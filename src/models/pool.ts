@@ -119,6 +119,13 @@ export class InferencePool {
     return this.#slots.length;
   }
 
+  /** Workers that take work now (a replacement is not ready until it has reloaded every version). */
+  get readyWorkers(): number {
+    let n = 0;
+    for (const slot of this.#slots) if (slot.ready) n++;
+    return n;
+  }
+
   get queuedCandidates(): number {
     return this.#pendingCandidates;
   }
