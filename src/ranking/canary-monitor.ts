@@ -34,6 +34,8 @@ export interface CanaryVerdict {
   reasons: string[];
   numbers: { requests: [number, number]; errorRate: [number, number]; p99Ms: [number, number]; meanLogit: [number, number] };
   at: string;
+  /** Set when the rollback the verdict asked for could not be applied (the canary kept serving). */
+  rollbackError?: string;
 }
 
 const kMaxLatencies = 4096;
@@ -127,9 +129,18 @@ export class CanaryMonitor {
       this.#windows.delete(model);
       return;
     }
-    this.#metrics.rollbacks.inc({ model });
-    this.#log.error({ verdict }, 'canary rolled back automatically');
-    this.#rollback(model).catch((error) => this.#log.error({ err: error, model }, 'automatic canary rollback could not be applied'));
+    // Counted and logged as rolled back only once the flags are written: a failed write leaves the
+    // canary serving, and the next window (CANARY_WINDOW_MS) judges it again.
+    this.#rollback(model).then(
+      () => {
+        this.#metrics.rollbacks.inc({ model });
+        this.#log.error({ verdict }, 'canary rolled back automatically');
+      },
+      (error: unknown) => {
+        verdict.rollbackError = error instanceof Error ? error.message : String(error);
+        this.#log.error({ err: error, verdict }, 'canary failed its checks but the rollback could not be applied');
+      },
+    );
   }
 
   windows(): Record<string, { stableVersion: number; canaryVersion: number; requests: [number, number] }> {
