@@ -5,16 +5,18 @@
  *  2. a concurrency sweep (closed loop, autocannon) against the server (a) as configured and
  *     (b) with SKIP_INFERENCE=true (the HTTP + JSON + features floor), both up, in pairs per point;
  *  3. fixed-rate tests at 70% and 200% of the best sweep rate (open loop), shedding at overload;
+ *     the open-loop capacity (the highest paced rate served without refusals) and 70% of it;
  *  4. requests with a deadline that cannot be met, under load: they must be rejected early (504).
  *
  * Flags: --repo DIR (default ./models) | --fixtures, --duration S, --concurrency 1,4,16,64,
- * --bodies N, --candidates N, --history N, --surface NAME, --pool-size N, --lead-in S, --out DIR, --no-plot, --quick.
+ * --bodies N, --candidates N, --history N, --surface NAME, --pool-size N, --lead-in S, --probe-duration S, --out DIR, --no-plot, --quick.
  */
 import os from 'node:os';
 import path from 'node:path';
 import { flagChoice, flagList, flagNumber, flagText, parseFlags } from './lib/args.js';
 import { makeBodies, withFields } from './lib/bodies.js';
 import { measureCeiling, type ModelCeiling } from './lib/ceiling.js';
+import { kMaxRefusedShare, kMinDeliveredShare, searchCapacity, type CapacitySearch } from './lib/capacity.js';
 import { closedLoop, openLoop, type RunSummary } from './lib/load.js';
 import { scrape, serverSide, type ServerSide } from './lib/metrics.js';
 import { openRepo, routedModels } from './lib/repo.js';
@@ -82,6 +84,8 @@ async function main(): Promise<void> {
     recheckS: flagNumber(flags, 'recheck-duration', quick ? 0.5 : 5),
     // Fixed-rate runs first run their schedule this long unmeasured, on the same connections (load.ts).
     leadInS: flagNumber(flags, 'lead-in', quick ? 0.5 : 2),
+    // Each step of the open-loop capacity search (lib/capacity.ts), after a 1 s lead-in.
+    probeS: flagNumber(flags, 'probe-duration', quick ? 0.5 : 4),
     deadlineMs: flagNumber(flags, 'deadline-ms', 0.5),
     processes,
     // The server's own default (src/config.ts): one core per process's main thread, the rest inference threads.
@@ -208,6 +212,25 @@ async function main(): Promise<void> {
     const at70floor = at70floorRun.summary;
     log(`fixed 70% (${rate70}/s, open loop) against the floor: p50 ${at70floor.latency.p50} p99 ${at70floor.latency.p99} ms, ${JSON.stringify(at70floor.status)}`);
     log(`  ${describeServer(at70floorRun.server)}`);
+    // The paced capacity and 70% of it, on the server and then on the floor at that same rate: the
+    // closed-loop peak overstates what the host serves when requests arrive on a schedule
+    // (docs/DESIGN-NOTES.md 23 and 24).
+    const capacity: CapacitySearch = await searchCapacity(maxRps, async (rate) => {
+      const { summary } = await openLoop({ url: server.url, rate, durationS: options.probeS, leadInS: Math.min(1, options.leadInS), body: next });
+      log(`capacity probe ${rate}/s (open loop): ${summary.rps} rps ok, non-2xx ${summary.non2xx}, p99 ${summary.latency.p99} ms`);
+      return summary;
+    });
+    log(`open-loop capacity: ${capacity.rps ?? 'none found'}${capacity.ofPeak === null ? '' : ` req/s (${capacity.ofPeak} of the closed-loop peak)`}`);
+    const rate70paced = capacity.rps === null ? null : Math.max(1, round(capacity.rps * 0.7, 1));
+    const pacedRow = async (target: ServerHandle, label: string) => {
+      if (rate70paced === null) return null;
+      const run = await observed(target, workers, () => openLoop({ url: target.url, rate: rate70paced, durationS: options.fixedS, leadInS: options.leadInS, body: next }));
+      log(`fixed 70% of the open-loop capacity (${rate70paced}/s) against the ${label}: p50 ${run.summary.latency.p50} p99 ${run.summary.latency.p99} ms, ${JSON.stringify(run.summary.status)}`);
+      log(`  ${describeServer(run.server)}`);
+      return run;
+    };
+    const at70pacedRun = await pacedRow(server, 'server');
+    const at70pacedFloorRun = await pacedRow(floorServer, 'floor');
     await floorServer.stop();
     const rate200 = Math.max(2, round(maxRps * 2, 1));
     const at200run = await observed(server, workers, () => openLoop({ url: server.url, rate: rate200, durationS: options.fixedS, leadInS: options.leadInS, body: next, maxInflight: 2048, timeoutMs: 10_000 }));
@@ -296,7 +319,10 @@ async function main(): Promise<void> {
         at70: { targetRate: rate70, run: at70, server: at70run.server },
         at70autocannon: { targetRate: Math.round(rate70), run: at70cannon },
         at70floor: { targetRate: rate70, run: at70floor, server: at70floorRun.server },
+        at70ofOpenLoopCapacity: at70pacedRun && { targetRate: rate70paced, run: at70pacedRun.summary, server: at70pacedRun.server },
+        at70ofOpenLoopCapacityFloor: at70pacedFloorRun && { targetRate: rate70paced, run: at70pacedFloorRun.summary, server: at70pacedFloorRun.server },
       },
+      openLoopCapacity: capacity,
       overload,
       deadline,
     };
@@ -310,12 +336,19 @@ async function main(): Promise<void> {
       ['model', 'cand/batch', 'cand/s (1 thread)', 'run p50 ms', 'run p99 ms', 'features ms/req'],
       ceilings.flatMap((c) => c.points.map((p) => [`${c.objective} ${c.name}@${c.version}`, p.candidatesPerBatch, p.candPerS, p.runMsP50, p.runMsP99, c.encode.msPerRequest])),
     );
+    const pacedScenario = (name: string, r: Awaited<ReturnType<typeof pacedRow>>) => {
+      if (!r) return [];
+      const s = r.summary;
+      return [[name, rate70paced ?? '-', s.rps, s.latency.p50, s.latency.p99, s.latencyOk.p99, r.server.serverP99AtMostMs ?? '-', s.clientLoopDelayP99Ms ?? '-', s.non2xx, JSON.stringify(s.status), leadInOf(r)?.p99Accepted ?? '-', '-']];
+    };
     const scenarioText = table(
       ['scenario', 'offered /s', 'ok rps', 'p50 ms', 'p99 ms', 'p99 ok ms', 'server p99 <= ms', 'client lag p99 ms', 'non-2xx', 'statuses', 'lead-in p99 ok ms', 'lead-in statuses'],
       [
         ['70% open loop', rate70, at70.rps, at70.latency.p50, at70.latency.p99, at70.latencyOk.p99, at70run.server.serverP99AtMostMs ?? '-', at70.clientLoopDelayP99Ms ?? '-', at70.non2xx, JSON.stringify(at70.status), at70leadIn?.p99Accepted ?? '-', at70leadIn ? JSON.stringify(at70leadIn.status) : '-'],
         ['70% open loop, floor', rate70, at70floor.rps, at70floor.latency.p50, at70floor.latency.p99, at70floor.latencyOk.p99, at70floorRun.server.serverP99AtMostMs ?? '-', at70floor.clientLoopDelayP99Ms ?? '-', at70floor.non2xx, JSON.stringify(at70floor.status), leadInOf(at70floorRun)?.p99Accepted ?? '-', '-'],
         ['70% autocannon overallRate', Math.round(rate70), at70cannon.rps, at70cannon.latency.p50, at70cannon.latency.p99, at70cannon.latencyOk.p99, '-', '-', at70cannon.non2xx, JSON.stringify(at70cannon.status), '-', '-'],
+        ...pacedScenario('70% of open-loop capacity', at70pacedRun),
+        ...pacedScenario('same rate, floor', at70pacedFloorRun),
         ['200% open loop', rate200, at200.rps, at200.latency.p50, at200.latency.p99, at200.latencyOk.p99, at200run.server.serverP99AtMostMs ?? '-', at200.clientLoopDelayP99Ms ?? '-', at200.non2xx, JSON.stringify(at200.status), overload.leadIn?.p99Accepted ?? '-', overload.leadIn ? JSON.stringify(overload.leadIn.status) : '-'],
         [`deadline ${options.deadlineMs} ms (+bg c=${bg.summary.connections})`, deadlineRate, dl.summary.rps, dl.summary.latency.p50, dl.summary.latency.p99, dl.summary.latencyOk.p99, '-', dl.summary.clientLoopDelayP99Ms ?? '-', dl.summary.non2xx, JSON.stringify(dl.summary.status), '-', '-'],
       ],
@@ -325,6 +358,8 @@ async function main(): Promise<void> {
       ...floor.map((p) => [`floor c=${p.concurrency}`, p.server] as [string, ServerSide]),
       ['70% open loop', at70run.server],
       ['70% open loop, floor', at70floorRun.server],
+      ...(at70pacedRun ? [['70% of open-loop capacity', at70pacedRun.server] as [string, ServerSide]] : []),
+      ...(at70pacedFloorRun ? [['same rate, floor', at70pacedFloorRun.server] as [string, ServerSide]] : []),
       ['200% open loop', at200run.server],
       ['deadline + background', deadlineSide],
     ];
@@ -359,7 +394,10 @@ async function main(): Promise<void> {
       '',
       `Overload (200%): ${(overload.shedShare * 100).toFixed(1)}% shed with 503/429, ${(overload.rejectedShare * 100).toFixed(1)}% non-2xx in all (504: ${overload.deadline504}); p99 of accepted requests ${overload.p99Accepted} ms (p50 ${overload.p50Accepted}).`,
       `The open-loop rows measure ${options.fixedS} s after a ${options.leadInS} s lead-in at the same rate on the same connections (the onset: a cold client opening its connections, admission control reaching sustained overload); the lead-in columns are that onset, left out of the row. Server-side rows below include the lead-in. ` +
-        `server p99 <= ms: the server's own p99 (parse to response) from its histogram, an upper bound; client lag p99 ms: the load generator's own event-loop delay while it sent (it shares the cores), which its latencies include.`,
+        `server p99 <= ms: the server's own p99 (arrival to response, admission wait and body parsing included; parse to response before 2026-12-03) from its histogram, an upper bound; client lag p99 ms: the load generator's own event-loop delay while it sent (it shares the cores), which its latencies include.`,
+      `Open-loop capacity (the highest paced rate with at most ${kMaxRefusedShare * 100}% refused and at least ${kMinDeliveredShare * 100}% of the rate answered 2xx; ${options.probeS} s probes down from the closed-loop peak in steps of 10%, then one halfway back): ` +
+        (capacity.rps === null ? 'none of the probes was sustained.' : `${capacity.rps} req/s, ${capacity.ofPeak} of the closed-loop peak. `) +
+        `Probes: ${capacity.probes.map((p) => `${p.rate}/s ${p.sustained ? 'kept up' : 'did not'} (${p.okRps} ok/s, ${p.non2xx} non-2xx)`).join('; ')}.`,
       `Deadline ${options.deadlineMs} ms: ${deadline.rejected504} of ${dl.summary.completed} answered 504; 504 latency p50 ${deadline.latency504.p50} ms, p99 ${deadline.latency504.p99} ms.`,
       `Capacity re-checked (closed loop, ${options.recheckS} s at c=${best.concurrency}): ${rechecks.map((r) => `${r.when} ${r.rps} rps (${r.ofPeak} of the sweep's peak)`).join('; ')}.` +
         (drifted ? ' **The host ran more than 15% away from the sweep\'s speed during the fixed-rate rows: read them against these re-checks.**' : ''),
@@ -368,7 +406,7 @@ async function main(): Promise<void> {
       '',
       sideText,
       '',
-      'server mean ms = rank_request_duration_ms (parse to response, excludes time in socket buffers); server p99 <= ms = upper bound of the histogram bucket holding its p99 (the buckets are coarse; - past the last finite bucket); workers busy = session.run time / (wall x workers); CPU ms/answer = server CPU time (all threads) per answered request, any status; main thread ms/answer = the same for the HTTP thread alone (/proc, one process only); cores busy = CPU time / wall time; ' +
+      'server mean ms = rank_request_duration_ms (arrival to response: admission wait and parsing included since 2026-12-03; excludes time in socket buffers); server p99 <= ms = upper bound of the histogram bucket holding its p99 (the buckets are coarse; - past the last finite bucket); workers busy = session.run time / (wall x workers); CPU ms/answer = server CPU time (all threads) per answered request, any status; main thread ms/answer = the same for the HTTP thread alone (/proc, one process only); cores busy = CPU time / wall time; ' +
         'shed (reason) = rank_shed_total (before body parsing: inflight = bound full with no waiting line, line_full = waiting line full, wait_timeout = no place within the wait, event_loop = lag controller; deadline = early 504); scoring outcomes = model_requests_total (SERVER_OVERLOADED = pool queue full, MAX_QUEUED_CANDIDATES).',
       '',
     ].join('\n');

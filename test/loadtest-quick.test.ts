@@ -72,6 +72,19 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 300_
   // The floor is run at the same 70% rate, so that row's tail can be read against HTTP + JSON alone.
   assert.equal(b.fixedRate.at70floor.targetRate, b.fixedRate.at70.targetRate);
   assert.ok(b.fixedRate.at70floor.run.ok > 0 && b.fixedRate.at70floor.server.batches === 0, JSON.stringify(b.fixedRate.at70floor.server));
+  // The open-loop capacity search probed downward from the peak; when it found a rate, the server and
+  // the floor were both run at 70% of it.
+  const capacity = b.openLoopCapacity;
+  assert.ok(capacity.probes.length >= 1 && capacity.probes[0].rate === Math.max(1, Math.round(b.maxSustainable.rps * 10) / 10), JSON.stringify(capacity));
+  if (capacity.rps !== null) {
+    assert.ok(capacity.probes.some((p: { rate: number; sustained: boolean }) => p.sustained && p.rate === capacity.rps), JSON.stringify(capacity));
+    assert.equal(b.fixedRate.at70ofOpenLoopCapacity.targetRate, Math.max(1, Math.round(capacity.rps * 0.7 * 10) / 10));
+    assert.equal(b.fixedRate.at70ofOpenLoopCapacityFloor.targetRate, b.fixedRate.at70ofOpenLoopCapacity.targetRate);
+    assert.ok(b.fixedRate.at70ofOpenLoopCapacityFloor.server.batches === 0 && b.fixedRate.at70ofOpenLoopCapacity.run.ok > 0);
+    assert.match(benchMarkdown, /70% of open-loop capacity/);
+  } else {
+    assert.equal(b.fixedRate.at70ofOpenLoopCapacity, null);
+  }
 
   assert.ok(swap.code === 0 || swap.code === 3, swap.output);
   const s = JSON.parse(readFileSync(path.join(out, 'swap', 'swap-latest.json'), 'utf8'));
