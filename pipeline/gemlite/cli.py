@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -241,7 +242,7 @@ def run(args: argparse.Namespace) -> dict:
     # ---- export + publish the best servable variant of each student
     published = {}
     repo = Path(args.repo) if args.repo else None
-    if repo is not None:
+    if repo is not None and not args.no_publish:
         clean_stale_temps(repo)
     for name in results:
         surface, objective, _, _ = TASKS[name]
@@ -249,38 +250,42 @@ def run(args: argparse.Namespace) -> dict:
         best = max(SERVABLE, key=lambda v: (s[v]["auc"][0] if not np.isnan(s[v]["auc"][0]) else -1))
         net, p_eval, m = keep[(name, best)]
         tmp = Path(tempfile.mkdtemp(prefix="gemlite-export-"))
-        model_path = export_student(net, spec.du, spec.da, tmp / "model.onnx")
-        golden = build_golden(world, spec, net, split["eval"][-1], surface, seed=seeds[0])
-        parity = check_parity(model_path, net, parity_cases(spec, golden))
-        ms = bench_student(model_path, spec.du, spec.da, n=500, L=spec.max_length,
-                           vocab=min(spec.cat_buckets, spec.adv_buckets, spec.ad_buckets))
-        latency.append({"model": name, "runtime": "onnxruntime-node", "L": spec.max_length, "ms": ms})
-        latency.append({"model": name, "runtime": "pytorch", "L": spec.max_length, "ms": student_torch_latency(net, spec)})
-        calibration = {"method": "identity", "observedRate": m["observedRate"], "predictedRate": m["predictedRate"]}
-        lineage = {
-            "teacherVersion": teacher_version if best != "none" else None,
-            "distillation": best,
-            "trainingWindow": {"fromDay": split["student"][0], "toDay": split["student"][-1]},
-            "worldSeed": world.seed,
-            "metrics": {"auc": m["auc"], "logloss": m["logloss"], "ne": m["ne"], "oracleAuc": m.get("oracleAuc"),
-                        "oracleNe": m.get("oracleNe"), "calibration": m["calibration"],
-                        "evalDays": f"{split['eval'][0]}-{split['eval'][-1]}", "evalRows": m["n"],
-                        "seed": seeds[0], "runId": run_id,
-                        "teacherAuc": extra["tasks"][name]["teacher"]["auc"],
-                        "selection": "best mean eval AUC over seeds among none / kd / kd_aux_adapter"},
-        }
-        info = {"name": name, "variant": best, "bytes": model_path.stat().st_size, "auc": m["auc"] or float("nan"),
-                "ne": m["ne"], "parity": parity["maxAbsDiff"], "parityShapes": parity["shapes"], "version": None}
-        log(f"{name}: exported {best} ({info['bytes']} bytes, {count_params(net)} params), parity max |diff| "
-            f"{parity['maxAbsDiff']:.2e} over {parity['shapes']}, ORT {ms:.3f} ms / 500 candidates")
-        if repo is not None and not args.no_publish:
-            manifest = build_manifest(name, 1, surface, objective, model_path, spec, calibration, lineage,
-                                      ev.quantiles(p_eval))
-            version, final = publish(repo, name, model_path, manifest, golden)
-            published[name] = version
-            info["version"] = version
-            log(f"{name}: published version {version} -> {final}")
-        extra["published"].append(info)
+        try:
+            model_path = export_student(net, spec.du, spec.da, tmp / "model.onnx")
+            golden = build_golden(world, spec, net, split["eval"][-1], surface, seed=seeds[0])
+            parity = check_parity(model_path, net, parity_cases(spec, golden))
+            ms = bench_student(model_path, spec.du, spec.da, n=500, L=spec.max_length,
+                               vocab=min(spec.cat_buckets, spec.adv_buckets, spec.ad_buckets))
+            latency.append({"model": name, "runtime": "onnxruntime-node", "L": spec.max_length, "ms": ms})
+            latency.append({"model": name, "runtime": "pytorch", "L": spec.max_length, "ms": student_torch_latency(net, spec)})
+            calibration = {"method": "identity", "observedRate": m["observedRate"], "predictedRate": m["predictedRate"]}
+            lineage = {
+                "teacherVersion": teacher_version if best != "none" else None,
+                "distillation": best,
+                "trainingWindow": {"fromDay": split["student"][0], "toDay": split["student"][-1]},
+                "worldSeed": world.seed,
+                "metrics": {"auc": m["auc"], "logloss": m["logloss"], "ne": m["ne"], "oracleAuc": m.get("oracleAuc"),
+                            "oracleNe": m.get("oracleNe"), "calibration": m["calibration"],
+                            "evalDays": f"{split['eval'][0]}-{split['eval'][-1]}", "evalRows": m["n"],
+                            "seed": seeds[0], "runId": run_id,
+                            "teacherAuc": extra["tasks"][name]["teacher"]["auc"],
+                            "selection": "best mean eval AUC over seeds among none / kd / kd_aux_adapter"},
+            }
+            info = {"name": name, "variant": best, "bytes": model_path.stat().st_size, "auc": m["auc"] or float("nan"),
+                    "ne": m["ne"], "parity": parity["maxAbsDiff"], "parityShapes": parity["shapes"], "version": None}
+            log(f"{name}: exported {best} ({info['bytes']} bytes, {count_params(net)} params), parity max |diff| "
+                f"{parity['maxAbsDiff']:.2e} over {parity['shapes']}, ORT {ms:.3f} ms / 500 candidates")
+            if repo is not None and not args.no_publish:
+                manifest = build_manifest(name, 1, surface, objective, model_path, spec, calibration, lineage,
+                                          ev.quantiles(p_eval))
+                version, final = publish(repo, name, model_path, manifest, golden)
+                published[name] = version
+                info["version"] = version
+                log(f"{name}: published version {version} -> {final}")
+            extra["published"].append(info)
+        finally:
+            # publish() copied the model into the repository; the export is not needed past here.
+            shutil.rmtree(tmp, ignore_errors=True)
     if repo is not None and published:
         if route_published(repo, published, args.rollout) is None:
             log(f"rollout.json kept as it was (--rollout keep): {published} published unrouted; promote through a canary")

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic world in the CONTRACTS.md shard layout, one tiny CLI run, and the
 check that a published version reproduces its golden cases."""
 import json
+import tempfile
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -30,10 +31,16 @@ def tiny_run(tiny_world, tmp_path_factory):
 
     repo = tmp_path_factory.mktemp("repo")
     out = tmp_path_factory.mktemp("run")
+    # The run's own temp files go to a directory of the test's, so a test can see what it leaves behind.
+    scratch = tmp_path_factory.mktemp("scratch")
     args = Namespace(world=str(tiny_world), repo=str(repo), scale="tiny", seeds="1,2", tasks="", out=str(out),
                      threads=1, no_publish=False, quiet=True, teacher="", rollout="stable")
-    result = run(args)
-    return {"repo": repo, "out": out, "result": result, "world": tiny_world}
+    previous, tempfile.tempdir = tempfile.tempdir, str(scratch)
+    try:
+        result = run(args)
+    finally:
+        tempfile.tempdir = previous
+    return {"repo": repo, "out": out, "result": result, "world": tiny_world, "scratch": scratch}
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The one command at tiny scale: trains, evaluates, reports, exports with parity, publishes."""
 import json
+from argparse import Namespace
 from pathlib import Path
 
 import jsonschema
@@ -74,3 +75,27 @@ def test_report_has_every_variant(tiny_run):
     for name in STUDENTS:
         assert all(len(res["results"][name][v]) == 2 for v in VARIANTS)  # two seeds
     assert any(r["model"] == "teacher" for r in res["extra"]["latency"])
+
+
+def test_run_leaves_no_export_temps(tiny_run):
+    # Each task's ONNX export went to a gemlite-export-* temp directory that was never removed:
+    # 34 of them had piled up in /tmp on the development machine.
+    assert sorted(p.name for p in tiny_run["scratch"].glob("gemlite-export-*")) == []
+
+
+def test_no_publish_leaves_the_repo_alone(tiny_world, tmp_path):
+    # --no-publish still swept the repository's stale publish temps: a run that publishes nothing
+    # must not change the repository.
+    import os
+    import time
+    from pipeline.gemlite.cli import run
+
+    stale = tmp_path / "repo" / "feed-ctr" / ".tmp-7-deadbeef"
+    stale.mkdir(parents=True)
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    args = Namespace(world=str(tiny_world), repo=str(tmp_path / "repo"), scale="tiny", seeds="1", tasks="feed-ctr",
+                     out=str(tmp_path / "run"), threads=1, no_publish=True, quiet=True, teacher="", rollout="stable")
+    run(args)
+    assert stale.is_dir()
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["feed-ctr"]
