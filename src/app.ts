@@ -73,10 +73,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       metrics.workerExits.inc();
       log.error({ workerId, code }, 'inference worker exited; replacing it');
     },
-    reloadFailed(key, workerId, error, heldBy) {
+    reloadFailed(key, workerId, error, heldBy, attempt) {
       // heldBy 0: no worker has a session for the version, and its requests fail with INFERENCE_FAILED
-      // (which a canary counts against itself) until an operator unloads and loads it again.
-      log.error({ key, workerId, heldBy, err: error }, heldBy > 0 ? 'replacement worker could not reload a version; the other workers serve it' : 'replacement worker could not reload a version; no worker holds it now');
+      // (which a canary counts against itself) until a retry succeeds or an operator loads it again.
+      log.error({ key, workerId, heldBy, attempt, err: error }, heldBy > 0 ? 'replacement worker could not reload a version; the other workers serve it' : 'replacement worker could not reload a version; no worker holds it now');
     },
     startFailed(workerId, code, attempt, retryInMs) {
       log.error({ workerId, code, attempt, retryInMs }, 'inference worker exited before it was ready; starting another');

@@ -105,6 +105,29 @@ test('a replacement worker that cannot reload one version serves the others and 
   }
 });
 
+test('a failed reload is tried again: once the file is back, the version is served without an operator', async (t) => {
+  const files = modelFiles(t, ['v1', 'v2']);
+  const attempts: number[] = [];
+  const pool = await startPool(t, {}, { reloadFailed: (_key, _id, _error, _heldBy, attempt) => attempts.push(attempt) });
+  await pool.load('feed-cvr@1', files.v2);
+  const saved = `${files.v2}.saved`;
+  copyFileSync(files.v2, saved);
+  rmSync(files.v2);
+  await pool.recycleWorker(0, 1);
+  await pool.whenReady(5000);
+  assert.deepEqual(attempts, [1]);
+  assert.equal((await within(score(pool, 'feed-cvr@1', 10, 200), 1000)).state, 'rejected', 'not served while no worker holds it');
+  // The file comes back (a publisher replacing it, a transient failure): the next retry loads it.
+  copyFileSync(saved, files.v2);
+  const started = performance.now();
+  let served = false;
+  while (!served && performance.now() - started < 4000) {
+    served = (await within(score(pool, 'feed-cvr@1', 10, 500), 1000)).state === 'resolved';
+    if (!served) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.ok(served, `served again after the file came back (failed attempts: ${attempts.join(', ')})`);
+});
+
 test('with two workers, a version one replacement lacks is routed to the worker that holds it', async (t) => {
   const files = modelFiles(t, ['v1', 'v2']);
   const pool = await startPool(t, { poolSize: 2 });

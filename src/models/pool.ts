@@ -31,8 +31,11 @@ export interface PoolObserver {
   batch?(key: string, requests: number, candidates: number, runMs: number, queueMs: number): void;
   workerExit?(workerId: number, code: number): void;
   fallback?(key: string, info: LoadInfo): void;
-  /** A replacement worker could not recreate `key`'s session; it serves without it. `heldBy`: workers that still hold it. */
-  reloadFailed?(key: string, workerId: number, error: Error, heldBy: number): void;
+  /**
+   * A replacement worker could not recreate `key`'s session; it serves without it and tries again
+   * later (`attempt` of kReloadAttempts). `heldBy`: workers that hold it now.
+   */
+  reloadFailed?(key: string, workerId: number, error: Error, heldBy: number, attempt: number): void;
   /** A worker exited before it was ready; the next one starts in `retryInMs`. */
   startFailed?(workerId: number, code: number, attempt: number, retryInMs: number): void;
 }
@@ -77,6 +80,10 @@ interface Slot {
 const kWorkerUrl = new URL('./worker.js', import.meta.url);
 const kStartRetryBaseMs = 100;
 const kStartRetryMaxMs = 5000;
+/** A version a replacement worker failed to reload is tried this many times in all, 0.5 s, 1 s, 2 s ... apart. */
+const kReloadAttempts = 6;
+const kReloadRetryBaseMs = 500;
+const kReloadRetryMaxMs = 8000;
 const noop = () => undefined;
 
 /** A version no running worker holds (its reload failed, or it was never loaded): fail, don't wait. */
@@ -93,7 +100,8 @@ export class InferencePool {
   #pendingCandidates = 0;
   #loaded = new Map<string, string>();
   /** The latest load or unload of each key: concurrent calls share it or queue behind it (see #serialize). */
-  #keyOps = new Map<string, { kind: 'load' | 'unload'; file: string | null; done: Promise<unknown> }>();
+  #keyOps = new Map<string, { kind: 'load' | 'unload' | 'reload'; file: string | null; done: Promise<unknown> }>();
+  #reloadRetries = new Set<NodeJS.Timeout>();
   #msPerCandidate = new Map<string, number>();
   #nextBatchId = 1;
   #nextWorkerId = 1;
@@ -185,7 +193,8 @@ export class InferencePool {
         await this.#loadInto(slot, key, file);
       } catch (error) {
         if (slot.exited) return;
-        this.#observer.reloadFailed?.(key, slot.id, error as Error, this.#holders(key));
+        this.#observer.reloadFailed?.(key, slot.id, error as Error, this.#holders(key), 1);
+        this.#retryReload(slot, key, file, 1);
       }
       if (slot.exited) return;
     }
@@ -194,6 +203,33 @@ export class InferencePool {
     slot.ready = true;
     this.#startFailures = 0;
     this.#pump();
+  }
+
+  /**
+   * Try a failed reload again with a growing delay, while the version is still loaded with the same
+   * file and the worker lives: a transient failure (memory, a file being replaced) then heals without
+   * an operator. A version whose folder went away stops being retried once the loader unloads it.
+   */
+  #retryReload(slot: Slot, key: string, file: string, failures: number): void {
+    if (failures >= kReloadAttempts) return;
+    const timer = setTimeout(() => {
+      this.#reloadRetries.delete(timer);
+      if (this.#closing || slot.exited || slot.keys.has(key) || this.#loaded.get(key) !== file) return;
+      // Serialized with admin loads and unloads of the key: a worker's replies name only the key.
+      const stillWanted = () => !this.#closing && !slot.exited && !slot.keys.has(key) && this.#loaded.get(key) === file;
+      this.#serialize(key, 'reload', file, async () => {
+        // Looked at again in its turn: an unload queued before this retry may have run meanwhile.
+        if (stillWanted()) await this.#loadInto(slot, key, file);
+      }).then(
+        () => this.#pump(),
+        (error: unknown) => {
+          if (slot.exited || this.#closing) return;
+          this.#observer.reloadFailed?.(key, slot.id, error as Error, this.#holders(key), failures + 1);
+          this.#retryReload(slot, key, file, failures + 1);
+        },
+      );
+    }, Math.min(kReloadRetryMaxMs, kReloadRetryBaseMs * 2 ** (failures - 1)));
+    this.#reloadRetries.add(timer);
   }
 
   #onExit(slot: Slot, code: number, rejectStart: (e: Error) => void): void {
@@ -336,7 +372,7 @@ export class InferencePool {
    * as loading forever. With no operation pending, `run` starts in this turn (unload's effect on
    * isLoaded is immediate, as callers expect).
    */
-  #serialize<T>(key: string, kind: 'load' | 'unload', file: string | null, run: () => Promise<T>): Promise<T> {
+  #serialize<T>(key: string, kind: 'load' | 'unload' | 'reload', file: string | null, run: () => Promise<T>): Promise<T> {
     const previous = this.#keyOps.get(key);
     const done = previous ? previous.done.then(run, run) : run();
     const op = { kind, file, done };
@@ -631,6 +667,8 @@ export class InferencePool {
     if (this.#deadlineTimer) clearTimeout(this.#deadlineTimer);
     for (const timer of this.#respawns) clearTimeout(timer);
     this.#respawns.clear();
+    for (const timer of this.#reloadRetries) clearTimeout(timer);
+    this.#reloadRetries.clear();
     for (const item of this.#pending) item.reject(Errors.SHUTTING_DOWN());
     this.#pending = [];
     this.#pendingCandidates = 0;
