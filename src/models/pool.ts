@@ -86,6 +86,11 @@ const kReloadRetryBaseMs = 500;
 const kReloadRetryMaxMs = 8000;
 const noop = () => undefined;
 
+/** `baseMs`, doubled for each failure after the first, at most `maxMs`. */
+function backoffMs(failures: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** (failures - 1));
+}
+
 /** A version no running worker holds (its reload failed, or it was never loaded): fail, don't wait. */
 function unavailable(key: string): RankerError {
   return Errors.INFERENCE_FAILED(key, 'no running inference worker holds a session for this version');
@@ -212,11 +217,11 @@ export class InferencePool {
    */
   #retryReload(slot: Slot, key: string, file: string, failures: number): void {
     if (failures >= kReloadAttempts) return;
+    const stillWanted = () => !this.#closing && !slot.exited && !slot.keys.has(key) && this.#loaded.get(key) === file;
     const timer = setTimeout(() => {
       this.#reloadRetries.delete(timer);
-      if (this.#closing || slot.exited || slot.keys.has(key) || this.#loaded.get(key) !== file) return;
+      if (!stillWanted()) return;
       // Serialized with admin loads and unloads of the key: a worker's replies name only the key.
-      const stillWanted = () => !this.#closing && !slot.exited && !slot.keys.has(key) && this.#loaded.get(key) === file;
       this.#serialize(key, 'reload', file, async () => {
         // Looked at again in its turn: an unload queued before this retry may have run meanwhile.
         if (stillWanted()) await this.#loadInto(slot, key, file);
@@ -228,7 +233,7 @@ export class InferencePool {
           this.#retryReload(slot, key, file, failures + 1);
         },
       );
-    }, Math.min(kReloadRetryMaxMs, kReloadRetryBaseMs * 2 ** (failures - 1)));
+    }, backoffMs(failures, kReloadRetryBaseMs, kReloadRetryMaxMs));
     this.#reloadRetries.add(timer);
   }
 
@@ -252,7 +257,7 @@ export class InferencePool {
 
   #retryStart(workerId: number, code: number): void {
     const attempt = ++this.#startFailures;
-    const retryInMs = Math.min(kStartRetryMaxMs, kStartRetryBaseMs * 2 ** (attempt - 1));
+    const retryInMs = backoffMs(attempt, kStartRetryBaseMs, kStartRetryMaxMs);
     this.#observer.startFailed?.(workerId, code, attempt, retryInMs);
     const timer = setTimeout(() => {
       this.#respawns.delete(timer);
@@ -445,19 +450,10 @@ export class InferencePool {
     this.#deadlineTimer = null;
     this.#deadlineTimerAt = Infinity;
     const now = performance.now();
+    this.#rejectPending((item) => (now >= item.deadlineAt ? Errors.DEADLINE(item.deadlineMs) : null));
     let next = Infinity;
-    let kept = 0;
-    for (const item of this.#pending) {
-      if (now >= item.deadlineAt) {
-        this.#pendingCandidates -= item.candidates;
-        item.reject(Errors.DEADLINE(item.deadlineMs));
-        continue;
-      }
-      this.#pending[kept++] = item;
-      if (item.deadlineAt < next) next = item.deadlineAt;
-    }
-    this.#pending.length = kept;
-    if (kept > 0) this.#watchDeadline(next);
+    for (const item of this.#pending) if (item.deadlineAt < next) next = item.deadlineAt;
+    if (next < Infinity) this.#watchDeadline(next);
   }
 
   /** Run prebuilt feeds as one batch of their own (validation gate, raw tensor inference, benchmarks). */
@@ -496,7 +492,8 @@ export class InferencePool {
       if (!slot) {
         // Wait for a worker holding head's version, unless none holds it or will: then fail them now.
         if (this.#mayServe(head.key)) return;
-        this.#failKey(head.key, unavailable(head.key));
+        const error = unavailable(head.key);
+        this.#rejectPending((item) => (item.key === head.key ? error : null));
         continue;
       }
       const now = performance.now();
@@ -514,10 +511,12 @@ export class InferencePool {
     }
   }
 
-  #failKey(key: string, error: RankerError): void {
+  /** Fail and drop the queued items `reasonFor` returns an error for; the others keep their order. */
+  #rejectPending(reasonFor: (item: PendingItem) => RankerError | null): void {
     let kept = 0;
     for (const item of this.#pending) {
-      if (item.key === key) {
+      const error = reasonFor(item);
+      if (error) {
         this.#pendingCandidates -= item.candidates;
         item.reject(error);
       } else {
