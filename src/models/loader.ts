@@ -16,6 +16,7 @@ import { readManifest, verifyChecksum } from './manifest.js';
 import type { InferencePool } from './pool.js';
 import type { ModelRegistry, ModelVersion } from './registry.js';
 import { readRollout, validateRollout, writeRollout, type ModelFlags, type Rollout } from './rollout.js';
+import { SerialQueue } from './serial-queue.js';
 
 export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
 export const kPlainVersion = /^[1-9][0-9]{0,8}$/;
@@ -75,7 +76,7 @@ export class ModelLoader {
    * Flag changes and manual unloads, one at a time: each reads, merges, writes and applies the flags
    * before the next one reads them; two concurrent edits of different models lost one of the two.
    */
-  #flagQueue: Promise<unknown> = Promise.resolve();
+  readonly #flagQueue = new SerialQueue();
   /** Directory fingerprints of failed versions: a failed version is retried only if its files change. */
   #failedFingerprint = new Map<string, string>();
   scans = 0;
@@ -373,7 +374,7 @@ export class ModelLoader {
    * cannot become flagged between the check and the unload.
    */
   unloadByHand(name: string, version: number): Promise<ModelVersion> {
-    return this.#serialized(async () => {
+    return this.#flagQueue.run(async () => {
       const entry = this.#registry.require(name, version);
       if (this.#registry.referenced().has(entry.key)) throw Errors.VERSION_NOT_READY(entry.key, 'referenced by rollout flags; change the flags first');
       this.#pinnedLoads.delete(entry.key);
@@ -385,12 +386,12 @@ export class ModelLoader {
 
   /** Merge one model's flags into the current rollout and apply it (admin API). */
   updateFlags(name: string, change: FlagChange): Promise<string[]> {
-    return this.#serialized(() => this.#mergeFlags(name, change));
+    return this.#flagQueue.run(() => this.#mergeFlags(name, change));
   }
 
   /** Automatic rollback: the canary's share goes to 0% (its version stays named for inspection). */
   rollbackCanary(name: string): Promise<string[]> {
-    return this.#serialized(async () => {
+    return this.#flagQueue.run(async () => {
       // Decided on the flags as they are once this change's turn comes, not as they were when queued.
       const flags = (await this.#readFlags())?.models[name];
       if (!flags?.canary || flags.canary.percent === 0) return this.#registry.routing.warnings;
@@ -400,14 +401,7 @@ export class ModelLoader {
 
   /** Validate, persist atomically, then apply new flags. Bad flags change nothing. */
   setRollout(candidate: unknown): Promise<string[]> {
-    return this.#serialized(() => this.#writeAndApply(candidate));
-  }
-
-  /** Run one flag change after the ones before it; a change that fails does not block the next. */
-  #serialized<T>(change: () => Promise<T>): Promise<T> {
-    const run = this.#flagQueue.then(change);
-    this.#flagQueue = run.catch(() => undefined);
-    return run;
+    return this.#flagQueue.run(() => this.#writeAndApply(candidate));
   }
 
   async #mergeFlags(name: string, change: FlagChange): Promise<string[]> {

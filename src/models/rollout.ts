@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { SerialQueue } from './serial-queue.js';
 import { Ajv } from 'ajv';
 import { Errors } from '../errors.js';
 import { hashId, hashString } from '../features/id-hash.js';
@@ -64,8 +65,8 @@ export async function readRollout(repo: string): Promise<Rollout> {
 }
 
 let tempCounter = 0;
-/** The write in progress (or last finished) per target file, so writes in one process queue up. */
-const writing = new Map<string, Promise<void>>();
+/** Writes from this process queue up (one repository in production; tests' repositories share it). */
+const writes = new SerialQueue();
 
 /**
  * Write flags atomically: temp file in the same directory, fsync, rename, fsync the directory.
@@ -76,16 +77,7 @@ const writing = new Map<string, Promise<void>>();
  * invalid JSON).
  */
 export function writeRollout(repo: string, rollout: Rollout): Promise<void> {
-  const target = path.join(repo, kRolloutFile);
-  const previous = writing.get(target) ?? Promise.resolve();
-  const run = previous.then(() => writeNow(repo, target, rollout));
-  // A failed write must not fail or block the writes queued behind it.
-  const settled = run.catch(() => undefined);
-  writing.set(target, settled);
-  void settled.then(() => {
-    if (writing.get(target) === settled) writing.delete(target);
-  });
-  return run;
+  return writes.run(() => writeNow(repo, path.join(repo, kRolloutFile), rollout));
 }
 
 async function writeNow(repo: string, target: string, rollout: Rollout): Promise<void> {
