@@ -120,8 +120,8 @@ export class RankService {
 
       const scoreStart = performance.now();
       const [pctr, cpaScores] = await Promise.all([
-        this.#score(ctr, ctrEncoded, request, deadlineAt),
-        cvr && cpa ? this.#score(cvr, cvrEncoded!, cpa.request, deadlineAt) : Promise.resolve(null),
+        this.#score(ctr, ctrEncoded, request, deadlineAt, deadlineMs),
+        cvr && cpa ? this.#score(cvr, cvrEncoded!, cpa.request, deadlineAt, deadlineMs) : Promise.resolve(null),
       ]).catch((error: unknown) => {
         // Once per request, not per model: the ctr and cvr calls of one request are often shed together.
         const code = (error as { code?: string }).code;
@@ -162,12 +162,12 @@ export class RankService {
     }
   }
 
-  async #score(resolved: Resolved, encoded: EncodedRequest, request: RankRequest, deadlineAt: number): Promise<Float32Array> {
+  async #score(resolved: Resolved, encoded: EncodedRequest, request: RankRequest, deadlineAt: number, deadlineMs: number): Promise<Float32Array> {
     const { version, arm } = resolved;
     const started = performance.now();
     const labels = { model: version.name, version: String(version.version), arm };
     try {
-      const scores = await this.#pool.score(version.key, version.plan!, encoded, version.outputName, deadlineAt, request.deadlineMs ?? this.#options.defaultDeadlineMs);
+      const scores = await this.#pool.score(version.key, version.plan!, encoded, version.outputName, deadlineAt, deadlineMs);
       // The gate checked this version's outputs on a reference batch; inputs it never saw can still
       // give NaN. Such a response fails as a model error (counted against a canary) rather than rank
       // on NaN or send it as null.
