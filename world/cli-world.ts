@@ -21,8 +21,11 @@ const kWorldKnobs = [
   ['impressions-per-user-day', 'impressionsPerUserDay'],
 ] as const satisfies ReadonlyArray<readonly [string, keyof WorldConfig]>;
 
+/** The flags that shape the world (generate takes them; requests and label repeat them). */
+export const kWorldKnobFlags: readonly string[] = kWorldKnobs.map(([flag]) => flag);
+
 /** Every flag worldFromFlags reads, for the subcommands' lists of known flags. */
-export const kWorldFlags: readonly string[] = [...kWorldKnobs.map(([flag]) => flag), 'day', 'world'];
+export const kWorldFlags: readonly string[] = [...kWorldKnobFlags, 'day', 'world'];
 
 function knobValue(flags: Record<string, string>, flag: string): number | undefined {
   return flag === 'impressions-per-user-day' ? numberFlag(flags, flag) : intFlag(flags, flag);

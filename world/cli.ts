@@ -8,6 +8,7 @@
  * and `label` must rebuild the served world; unknown flags are refused, so a typo cannot drop one.
  */
 import { checkFlags, intFlag, numberFlag, parseFlags, required } from './cli-flags.js';
+import { kWorldKnobFlags } from './cli-world.js';
 import { generate } from './generate.js';
 
 const kUsage = `usage:
@@ -19,7 +20,7 @@ WORLD: --world DIR (a generated world's index.json config) or [--users U] [--ads
 async function main(argv: readonly string[]): Promise<void> {
   const { command, flags } = parseFlags(argv);
   if (command === 'generate') {
-    checkFlags('generate', flags, ['out', 'days', 'users', 'ads', 'advertisers', 'seed', 'impressions-per-user-day']);
+    checkFlags('generate', flags, ['out', 'days', ...kWorldKnobFlags]);
     const out = required(flags, 'out');
     const result = generate({
       out,
