@@ -59,6 +59,8 @@ export interface Config {
   userCacheTtlMs: number;
   rescanIntervalMs: number;
   watchRepo: boolean;
+  /** How long a flag edit waits for models/.rollout.lock held by another writer before ROLLOUT_LOCKED. */
+  rolloutLockTimeoutMs: number;
   keepVersions: number;
   shadowMaxInflight: number;
   gate: {
@@ -199,6 +201,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     userCacheTtlMs: integer(env, 'USER_CACHE_TTL_MS', 60000, 1),
     rescanIntervalMs: integer(env, 'RESCAN_INTERVAL_MS', 5000, 100, kMaxTimerMs),
     watchRepo: boolean(env, 'WATCH_REPO', true),
+    rolloutLockTimeoutMs: integer(env, 'ROLLOUT_LOCK_TIMEOUT_MS', 5000, 0, kMaxTimerMs),
     keepVersions: integer(env, 'KEEP_VERSIONS', 2, 1, 20),
     shadowMaxInflight: integer(env, 'SHADOW_MAX_INFLIGHT', 4, 0, 1000),
     gate: {

@@ -44,6 +44,7 @@ export const Errors = {
   GATE_FAILED: define('MODEL_GATE_FAILED', 422, (key: string, why: string) => `${key} failed the validation gate: ${why}`),
   LOAD_FAILED: define('MODEL_LOAD_FAILED', 422, (key: string, why: string) => `${key} could not be loaded: ${why}`),
   ROLLOUT_INVALID: define('ROLLOUT_INVALID', 422, (why: string) => `rollout flags rejected: ${why}`),
+  ROLLOUT_LOCKED: define('ROLLOUT_LOCKED', 503, (file: string, holder: string, waitedMs: number) => `${file} is held by ${holder}; gave up after ${waitedMs} ms`),
   UNAUTHORIZED: define('ADMIN_UNAUTHORIZED', 401, () => 'missing or wrong bearer token'),
   BAD_IDENTIFIER: define('ADMIN_BAD_IDENTIFIER', 400, (what: string, value: string) => `${what} "${value}" is not a plain identifier`),
   NOT_FOUND: define('NOT_FOUND', 404, (what: string) => `${what} not found`),

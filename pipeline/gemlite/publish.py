@@ -3,7 +3,8 @@
 Publishing writes `model.onnx`, `manifest.json`, `golden.json` into a hidden sibling directory
 `<repo>/<name>/.tmp-<random>`, fsyncs every file and the directory, renames it to the next version
 number and fsyncs the parent. The server ignores hidden directories, so an interrupted publish
-never leaves a visible (half-written) version. rollout.json is replaced the same way (temp + rename).
+never leaves a visible (half-written) version. rollout.json is replaced the same way (temp + rename),
+under the rollout lock it shares with the server (rollout_lock.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import jsonschema
 
 from .data import FeatureSpec
 from .hashing import HASH_FUNCTION
+from .rollout_lock import rollout_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO_ROOT / "schemas"
@@ -191,13 +193,17 @@ def route_published(repo: Path, published: dict[str, int], mode: str) -> dict | 
     unrouted in a repository a server watches, and goes live only through a canary (admin API).
     Returns the rollout written, or None when nothing was written.
     """
-    repo = Path(repo)
-    path = repo / "rollout.json"
-    previous = json.loads(path.read_text()) if path.exists() else None
-    if mode == "keep" and previous is not None:
-        return None
     if mode not in ("stable", "keep"):
         raise ValueError(f"rollout mode must be stable or keep, got {mode!r}")
-    rollout = make_rollout(repo, published, previous)
-    write_rollout(repo, rollout)
+    repo = Path(repo)
+    repo.mkdir(parents=True, exist_ok=True)
+    path = repo / "rollout.json"
+    # Under the lock a server process's concurrent flag edit (admin API, canary rollback) is read and
+    # kept here, rather than overwritten by flags read before it.
+    with rollout_lock(repo):
+        previous = json.loads(path.read_text()) if path.exists() else None
+        if mode == "keep" and previous is not None:
+            return None
+        rollout = make_rollout(repo, published, previous)
+        write_rollout(repo, rollout)
     return rollout

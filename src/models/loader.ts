@@ -15,7 +15,8 @@ import { runGate, type ReferenceSource } from './gate.js';
 import { readManifest, verifyChecksum } from './manifest.js';
 import type { InferencePool } from './pool.js';
 import type { ModelRegistry, ModelVersion } from './registry.js';
-import { readRollout, validateRollout, writeRollout, type ModelFlags, type Rollout } from './rollout.js';
+import { kRolloutLockFile } from './rollout-lock.js';
+import { editRollout, readRollout, type ModelFlags, type Rollout } from './rollout.js';
 import { SerialQueue } from './serial-queue.js';
 
 export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
@@ -46,7 +47,7 @@ export interface LoaderEvents {
   rolloutWritten?(): void;
 }
 
-type LoaderOptions = Pick<Config, 'modelRepo' | 'rescanIntervalMs' | 'watchRepo' | 'keepVersions' | 'gate'>;
+type LoaderOptions = Pick<Config, 'modelRepo' | 'rescanIntervalMs' | 'watchRepo' | 'rolloutLockTimeoutMs' | 'keepVersions' | 'gate'>;
 
 export class ModelLoader {
   readonly #options: LoaderOptions;
@@ -109,7 +110,8 @@ export class ModelLoader {
   #watch(): void {
     if (this.#stopped) return;
     try {
-      const watcher = watch(this.#options.modelRepo, { recursive: true }, () => this.#scheduleScan());
+      // The lock file comes and goes around every flag write; the rename of rollout.json itself is what matters.
+      const watcher = watch(this.#options.modelRepo, { recursive: true }, (_event, file) => file !== kRolloutLockFile && this.#scheduleScan());
       watcher.on('error', (error) => {
         this.#log.debug({ err: error }, 'model repository watcher error; re-creating it');
         watcher.close();
@@ -386,42 +388,38 @@ export class ModelLoader {
 
   /** Merge one model's flags into the current rollout and apply it (admin API). */
   updateFlags(name: string, change: FlagChange): Promise<string[]> {
-    return this.#flagQueue.run(() => this.#mergeFlags(name, change));
+    return this.#flagQueue.run(() => this.#edit(async () => mergeFlags(await this.#readFlags(), name, change)));
   }
 
   /** Automatic rollback: the canary's share goes to 0% (its version stays named for inspection). */
   rollbackCanary(name: string): Promise<string[]> {
-    return this.#flagQueue.run(async () => {
-      // Decided on the flags as they are once this change's turn comes, not as they were when queued.
-      const flags = (await this.#readFlags())?.models[name];
-      if (!flags?.canary || flags.canary.percent === 0) return this.#registry.routing.warnings;
-      return this.#mergeFlags(name, { canary: { version: flags.canary.version, percent: 0 } });
-    });
+    return this.#flagQueue.run(() =>
+      this.#edit(async () => {
+        // Decided on the flags as they are once this change holds the lock, not as they were when queued.
+        const current = await this.#readFlags();
+        const canary = current?.models[name]?.canary;
+        if (!canary || canary.percent === 0) return null;
+        return mergeFlags(current, name, { canary: { version: canary.version, percent: 0 } });
+      }),
+    );
   }
 
   /** Validate, persist atomically, then apply new flags. Bad flags change nothing. */
   setRollout(candidate: unknown): Promise<string[]> {
-    return this.#flagQueue.run(() => this.#writeAndApply(candidate));
+    return this.#flagQueue.run(() => this.#edit(async () => candidate));
   }
 
-  async #mergeFlags(name: string, change: FlagChange): Promise<string[]> {
-    // Merge into the flags on disk, not this process's copy: with HTTP_PROCESSES > 1 another process
-    // may have changed another model's flags since this one last scanned.
-    const current = await this.#readFlags();
-    if (!current) throw Errors.ROLLOUT_INVALID('no valid rollout flags are loaded yet; PUT /admin/rollout first');
-    const previous = current.models[name];
-    if (!previous && change.stable === undefined) throw Errors.UNKNOWN_MODEL(name);
-    const next: ModelFlags = { stable: change.stable ?? previous!.stable };
-    const canary = change.canary === undefined ? previous?.canary : change.canary ?? undefined;
-    if (canary) next.canary = canary;
-    const shadow = change.shadow ?? previous?.shadow;
-    if (shadow && shadow.length > 0) next.shadow = shadow;
-    return this.#writeAndApply({ ...current, models: { ...current.models, [name]: next } });
-  }
-
-  async #writeAndApply(candidate: unknown): Promise<string[]> {
-    const rollout = validateRollout(candidate);
-    await writeRollout(this.#options.modelRepo, rollout);
+  /**
+   * Read (from disk, not this process's copy), edit and write the flags under the repository's
+   * rollout lock, then apply them. The lock covers other server processes (HTTP_PROCESSES > 1) and
+   * the publisher; this loader's queue covers its own callers, so they do not poll the lock file.
+   */
+  async #edit(edit: () => Promise<unknown>): Promise<string[]> {
+    const written = await editRollout(this.#options.modelRepo, edit, {
+      timeoutMs: this.#options.rolloutLockTimeoutMs,
+      onStale: (owner, ageMs) => this.#log.warn({ owner, ageMs: Math.round(ageMs) }, 'removed a stale rollout lock'),
+    });
+    if (written === null) return this.#registry.routing.warnings;
     this.#events.rolloutWritten?.();
     await this.scan();
     // Already a ROLLOUT_INVALID ("rollout flags rejected: ..."): wrapping it again doubled the prefix.
@@ -431,6 +429,19 @@ export class ModelLoader {
 }
 
 type FlagChange = { stable?: number; canary?: { version: number; percent: number } | null; shadow?: number[] };
+
+/** `current` with one model's flags changed; unchanged fields keep their values. */
+function mergeFlags(current: Rollout | null, name: string, change: FlagChange): Rollout {
+  if (!current) throw Errors.ROLLOUT_INVALID('no valid rollout flags are loaded yet; PUT /admin/rollout first');
+  const previous = current.models[name];
+  if (!previous && change.stable === undefined) throw Errors.UNKNOWN_MODEL(name);
+  const next: ModelFlags = { stable: change.stable ?? previous!.stable };
+  const canary = change.canary === undefined ? previous?.canary : change.canary ?? undefined;
+  if (canary) next.canary = canary;
+  const shadow = change.shadow ?? previous?.shadow;
+  if (shadow && shadow.length > 0) next.shadow = shadow;
+  return { ...current, models: { ...current.models, [name]: next } };
+}
 
 /** Every `name@version` the flags name (stable, canary, shadow). */
 function flaggedKeys(rollout: Rollout | null): Set<string> {

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
+import { withRolloutLock, type RolloutLockOptions } from './rollout-lock.js';
 import { SerialQueue } from './serial-queue.js';
 import { Ajv } from 'ajv';
 import { Errors } from '../errors.js';
@@ -78,6 +79,26 @@ const writes = new SerialQueue();
  */
 export function writeRollout(repo: string, rollout: Rollout): Promise<void> {
   return writes.run(() => writeNow(repo, path.join(repo, kRolloutFile), rollout));
+}
+
+/**
+ * Read-modify-write of the flags under the repository's rollout lock, so that an edit made meanwhile by
+ * another server process or the publisher is merged into, not overwritten. `edit` runs inside the lock:
+ * it reads the current flags and returns the flags to write, or null to write nothing. Resolves with
+ * what was written (validated), or null.
+ */
+export function editRollout(repo: string, edit: () => Promise<unknown>, lock: RolloutLockOptions = {}): Promise<Rollout | null> {
+  return withRolloutLock(
+    repo,
+    async () => {
+      const candidate = await edit();
+      if (candidate === null) return null;
+      const rollout = validateRollout(candidate);
+      await writeRollout(repo, rollout);
+      return rollout;
+    },
+    lock,
+  );
 }
 
 async function writeNow(repo: string, target: string, rollout: Rollout): Promise<void> {

@@ -1,0 +1,102 @@
+"""The publisher's side of the rollout lock (docs/CONTRACTS.md): route_published edits rollout.json only
+while holding it, stale locks are removed, live ones are waited for and then refused."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pipeline.gemlite.publish import route_published
+from pipeline.gemlite.rollout_lock import LOCK_FILE, RolloutLocked, rollout_lock
+
+
+def _dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    return int(child.stdout)
+
+
+def _write_lock(repo, owner) -> None:
+    (repo / LOCK_FILE).write_text(owner if isinstance(owner, str) else json.dumps(owner))
+
+
+def _rollout(stable: int) -> dict:
+    return {"salt": "s", "routes": {"feed": {"ctr": "feed-ctr", "cvr": "feed-cvr"}},
+            "models": {"feed-ctr": {"stable": stable}, "feed-cvr": {"stable": 1}}}
+
+
+def test_route_published_waits_for_a_held_lock_and_keeps_the_holders_edit(tmp_path):
+    (tmp_path / "rollout.json").write_text(json.dumps(_rollout(1)))
+    released = threading.Event()
+
+    def server_edit():
+        # What a server process does meanwhile: read, hold, write its own edit, release.
+        with rollout_lock(tmp_path):
+            ready.set()
+            flags = json.loads((tmp_path / "rollout.json").read_text())
+            time.sleep(0.3)
+            flags["models"]["feed-cvr"]["shadow"] = [1]
+            (tmp_path / "rollout.json").write_text(json.dumps(flags))
+        released.set()
+
+    ready = threading.Event()
+    editor = threading.Thread(target=server_edit)
+    editor.start()
+    ready.wait(5)
+    route_published(tmp_path, {"feed-ctr": 2}, "stable")
+    editor.join()
+    assert released.is_set()
+    flags = json.loads((tmp_path / "rollout.json").read_text())
+    assert flags["models"]["feed-ctr"] == {"stable": 2}
+    assert flags["models"]["feed-cvr"] == {"stable": 1, "shadow": [1]}, "the server's edit is kept"
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_lock_of_an_exited_process_of_this_host_is_removed(tmp_path):
+    pid = _dead_pid()
+    _write_lock(tmp_path, {"pid": pid, "host": socket.gethostname(), "token": "dead", "acquiredAt": ""})
+    seen = []
+    with rollout_lock(tmp_path, timeout_s=2, on_stale=lambda owner, age: seen.append(owner)):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert [o["pid"] for o in seen] == [pid]
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_live_lock_is_refused_after_the_wait_and_left_alone(tmp_path):
+    owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": "server", "acquiredAt": ""})
+    _write_lock(tmp_path, owner)
+    with pytest.raises(RolloutLocked, match=r"held by pid \d+ on .*gave up after 0.1 s"):
+        with rollout_lock(tmp_path, timeout_s=0.1):
+            pass
+    assert (tmp_path / LOCK_FILE).read_text() == owner
+
+
+def test_an_unreadable_lock_counts_only_by_age(tmp_path):
+    _write_lock(tmp_path, "")
+    with pytest.raises(RolloutLocked, match="unreadable owner"):
+        with rollout_lock(tmp_path, timeout_s=0.1):
+            pass
+    old = time.time() - 60
+    os.utime(tmp_path / LOCK_FILE, (old, old))
+    with rollout_lock(tmp_path, timeout_s=0.1):
+        pass
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
+    successor = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": "successor", "acquiredAt": ""})
+    with rollout_lock(tmp_path):
+        _write_lock(tmp_path, successor)
+    assert (tmp_path / LOCK_FILE).read_text() == successor
+
+
+def test_route_published_keep_writes_nothing_and_releases(tmp_path):
+    (tmp_path / "rollout.json").write_text(json.dumps(_rollout(1)))
+    before = (tmp_path / "rollout.json").read_text()
+    assert route_published(tmp_path, {"feed-ctr": 2}, "keep") is None
+    assert (tmp_path / "rollout.json").read_text() == before
+    assert not (tmp_path / LOCK_FILE).exists()
