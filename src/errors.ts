@@ -34,6 +34,7 @@ export const Errors = {
   UNKNOWN_VERSION: define('MODEL_VERSION_NOT_FOUND', 404, (name: string, version: number) => `model "${name}" has no version ${version}`),
   VERSION_NOT_READY: define('MODEL_VERSION_NOT_READY', 409, (key: string, state: string) => `${key} is not ready (state: ${state})`),
   NO_MODEL: define('MODEL_UNAVAILABLE', 503, (name: string) => `no ready version of model "${name}"`),
+  VERSION_UNAVAILABLE: define('MODEL_VERSION_UNAVAILABLE', 503, (key: string) => `no running inference worker holds ${key} (its reload is being retried)`),
   OVERLOADED: define('SERVER_OVERLOADED', 503, (why: string) => `server overloaded: ${why}`),
   DEADLINE: define('DEADLINE_EXCEEDED', 504, (deadlineMs: number) => `deadline of ${deadlineMs} ms cannot be met`),
   INFERENCE_FAILED: define('INFERENCE_FAILED', 500, (key: string, why: string) => `inference on ${key} failed: ${why}`),

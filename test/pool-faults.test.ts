@@ -99,10 +99,49 @@ test('a replacement worker that cannot reload one version serves the others and 
     const lost = await within(attempt, 1000);
     assert.equal(lost.state, 'rejected', 'a version no worker holds fails instead of waiting');
     if (lost.state !== 'rejected') continue;
-    assert.equal(lost.error.code, 'INFERENCE_FAILED');
-    assert.equal(lost.error.statusCode, 500);
-    assert.match(lost.error.message, /feed-cvr@1 .*no running inference worker holds/);
+    assert.equal(lost.error.code, 'MODEL_VERSION_UNAVAILABLE', 'not the model\'s fault: a 503, not counted against a canary');
+    assert.equal(lost.error.statusCode, 503);
+    assert.match(lost.error.message, /no running inference worker holds feed-cvr@1/);
   }
+});
+
+test('/v1/rank while no worker holds the canary: its users get stable; a pin to it answers 503 with Retry-After', async (t) => {
+  const repo = makeRepo([
+    { name: 'feed-ctr', version: 1, variant: 'v1' },
+    { name: 'feed-ctr', version: 2, variant: 'v1' },
+    { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+  ]);
+  const app = await startApp(repo.dir, { adminToken: 'test-token-0123456789' });
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  const flags = await app.ranker.admin.inject({
+    method: 'PATCH',
+    url: '/admin/models/feed-ctr/flags',
+    headers: { authorization: 'Bearer test-token-0123456789' },
+    payload: { canary: { version: 2, percent: 100 } },
+  });
+  assert.equal(flags.statusCode, 200, flags.body);
+  const rank = (pin?: Record<string, number>) => app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(10, 5, 4), ...(pin ? { pin } : {}) } });
+  const before = await rank();
+  assert.equal(before.statusCode, 200, before.body);
+  assert.deepEqual(before.json().models.ctr, { name: 'feed-ctr', version: 2, arm: 'canary' });
+
+  // The worker dies and its replacement cannot reload the canary (the loader, rescanning hourly here,
+  // still has it loaded): the pool retries the reload in the background.
+  rmSync(path.join(repo.dir, 'feed-ctr', '2', 'model.onnx'));
+  await app.ranker.pool.recycleWorker(0, 1);
+  await app.ranker.pool.whenReady(5000);
+  assert.equal(app.ranker.pool.mayServe('feed-ctr@2'), false);
+
+  const during = await rank();
+  assert.equal(during.statusCode, 200, during.body);
+  assert.deepEqual(during.json().models.ctr, { name: 'feed-ctr', version: 1, arm: 'stable' }, 'canary users fall back to stable');
+  const pinned = await rank({ 'feed-ctr': 2 });
+  assert.equal(pinned.statusCode, 503, pinned.body);
+  assert.equal(pinned.headers['retry-after'], '1');
+  assert.equal(pinned.json().error.code, 'MODEL_VERSION_UNAVAILABLE');
 });
 
 test('a failed reload is tried again: once the file is back, the version is served without an operator', async (t) => {

@@ -91,9 +91,12 @@ function backoffMs(failures: number, baseMs: number, maxMs: number): number {
   return Math.min(maxMs, baseMs * 2 ** (failures - 1));
 }
 
-/** A version no running worker holds (its reload failed, or it was never loaded): fail, don't wait. */
+/**
+ * A version no running worker holds (its reload failed, or it was never loaded): fail, don't wait. A
+ * 503, not the model's fault: it does not count against a canary, and a retry may find it reloaded.
+ */
 function unavailable(key: string): RankerError {
-  return Errors.INFERENCE_FAILED(key, 'no running inference worker holds a session for this version');
+  return Errors.VERSION_UNAVAILABLE(key);
 }
 
 export class InferencePool {
@@ -401,7 +404,7 @@ export class InferencePool {
   }
 
   /** Whether a worker holds `key`, or one that is starting will reload it: only then may its requests wait. */
-  #mayServe(key: string): boolean {
+  mayServe(key: string): boolean {
     for (const slot of this.#slots) if (slot.ready ? slot.keys.has(key) : this.#loaded.has(key)) return true;
     return this.#respawns.size > 0 && this.#loaded.has(key);
   }
@@ -419,7 +422,7 @@ export class InferencePool {
    */
   score(key: string, plan: FeaturePlan, encoded: EncodedRequest, outputName: string, deadlineAt: number, deadlineMs?: number): Promise<Float32Array> {
     if (this.#closing) return Promise.reject(Errors.SHUTTING_DOWN());
-    if (!this.#mayServe(key)) return Promise.reject(unavailable(key));
+    if (!this.mayServe(key)) return Promise.reject(unavailable(key));
     const candidates = encoded.candidates.count;
     // An empty queue admits any request: one request alone is not an overload (MAX_CANDIDATES bounds it).
     if (this.#pending.length > 0 && this.#pendingCandidates + candidates > this.#options.maxQueuedCandidates) {
@@ -491,7 +494,7 @@ export class InferencePool {
       const slot = this.#freeSlot(head.key);
       if (!slot) {
         // Wait for a worker holding head's version, unless none holds it or will: then fail them now.
-        if (this.#mayServe(head.key)) return;
+        if (this.mayServe(head.key)) return;
         const error = unavailable(head.key);
         this.#rejectPending((item) => (item.key === head.key ? error : null));
         continue;

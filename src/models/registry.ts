@@ -210,8 +210,11 @@ export class ModelRegistry extends EventEmitter {
     return ready.length > 0 ? ready[ready.length - 1] : null;
   }
 
-  /** Resolve the version that scores `objective` on `surface` for this user; takes a reference. */
-  resolve(surface: Surface, objective: Objective, userId: number, pin: Record<string, number> | undefined): Resolved {
+  /**
+   * Resolve the version that scores `objective` on `surface` for this user; takes a reference. A canary
+   * that `servable` says cannot be served now (no inference worker holds it) sends its users to stable.
+   */
+  resolve(surface: Surface, objective: Objective, userId: number, pin: Record<string, number> | undefined, servable: (version: ModelVersion) => boolean = () => true): Resolved {
     const table = this.#table;
     const route = table.surfaces.get(surface);
     if (!route) {
@@ -232,7 +235,7 @@ export class ModelRegistry extends EventEmitter {
       if (entry.state !== 'ready') throw Errors.VERSION_NOT_READY(entry.key, entry.state);
       version = entry;
       arm = 'pinned';
-    } else if (modelRoute.canary && inCanary(userId, name, table.salt, modelRoute.canary.percent)) {
+    } else if (modelRoute.canary && inCanary(userId, name, table.salt, modelRoute.canary.percent) && servable(modelRoute.canary.version)) {
       version = modelRoute.canary.version;
       arm = 'canary';
     } else {

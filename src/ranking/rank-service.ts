@@ -72,6 +72,9 @@ export class RankService {
   readonly #options: RankServiceOptions;
   readonly #hooks: RankServiceHooks;
 
+  /** A canary no worker holds (its reload is being retried) is skipped rather than failing its users. */
+  readonly #servable = (version: ModelVersion) => this.#pool.mayServe(version.key);
+
   constructor(registry: ModelRegistry, pool: InferencePool, cache: UserCache, metrics: Metrics, options: RankServiceOptions, hooks: RankServiceHooks = {}) {
     this.#registry = registry;
     this.#pool = pool;
@@ -98,9 +101,9 @@ export class RankService {
     const cpaPart = cpaSubset(request);
     const held: Resolved[] = [];
     try {
-      const ctr = this.#registry.resolve(surface, 'ctr', request.user.id, request.pin);
+      const ctr = this.#registry.resolve(surface, 'ctr', request.user.id, request.pin, this.#servable);
       held.push(ctr);
-      const cvr = cpaPart.indices.length > 0 ? this.#registry.resolve(surface, 'cvr', request.user.id, request.pin) : null;
+      const cvr = cpaPart.indices.length > 0 ? this.#registry.resolve(surface, 'cvr', request.user.id, request.pin, this.#servable) : null;
       if (cvr) held.push(cvr);
 
       // Reject early when the queue already makes the deadline unreachable, rather than answer late;
