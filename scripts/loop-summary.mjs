@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 
 const [work, task, oldV, newV, state, ...days] = process.argv.slice(2);
 const { parseNpy, npyValues } = await import(new URL('../dist/world/npy.js', import.meta.url));
+const { hashId } = await import(new URL('../dist/src/features/id-hash.js', import.meta.url));
 const json = (...p) => {
   const f = join(work, ...p);
   return existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : null;
@@ -50,6 +51,23 @@ function servedVersions(dir, models) {
   }
 }
 
+/** The user of every impression of a labeled shard (null: the shard lacks user_id / imp_user_row). */
+function impressionUsers(dir) {
+  try {
+    const userId = npy(dir, 'user_id'), row = npy(dir, 'imp_user_row');
+    return row.map((r) => userId[r]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The pipeline measures a new version's lineage.metrics on the report half of the eval users only
+ * (pipeline/gemlite/evaluate.py report_half: hashId(user, evalSplitSalt, 3) == 2); the other half chose
+ * the variant. The served version is compared on the same users' impressions.
+ */
+const inReportHalf = (salt) => (userId) => hashId(userId, salt, 3) === 2;
+
 const lines = [];
 const mismatches = [];
 const out = (s = '') => lines.push(s);
@@ -80,9 +98,10 @@ for (const d of days) {
   try {
     const dir = join(work, 'labeled', `d${d}`, shard.dir);
     const served = npy(dir, 'imp_served_pctr'), click = npy(dir, 'imp_click');
-    const sc = [], lb = [];
-    for (let i = 0; i < served.length; i++) if (!Number.isNaN(served[i])) { sc.push(served[i]); lb.push(click[i]); }
-    if (sc.length === served.length) { servedAuc = auc(sc, lb); joined[d] = { sc, lb }; }
+    const users = impressionUsers(dir);
+    const sc = [], lb = [], uid = [];
+    for (let i = 0; i < served.length; i++) if (!Number.isNaN(served[i])) { sc.push(served[i]); lb.push(click[i]); uid.push(users?.[i]); }
+    if (sc.length === served.length) { servedAuc = auc(sc, lb); joined[d] = { sc, lb, uid: users ? uid : null }; }
     else out(`  (day ${d}: ${served.length - sc.length} of ${served.length} impressions have no served pctr in the log; served AUC skipped)`);
   } catch (e) {
     out(`  (day ${d}: served AUC not computed: ${e.message})`);
@@ -120,9 +139,14 @@ const [e0, e1] = String(m.evalDays ?? '').split('-').map(Number);
 const evalJoined = Object.entries(joined).filter(([d]) => Number(d) >= e0 && Number(d) <= e1);
 if (mismatches.length) {
   out(`  NO comparison with v${oldV}: ${mismatches.join('; ')}`);
+} else if (evalJoined.length && typeof m.evalSplitSalt === 'number' && evalJoined.some(([, x]) => !x.uid)) {
+  out(`  NO comparison with v${oldV}: v${newV}'s metrics cover the report half of the eval users, and the labeled shards do not say which user each impression belongs to`);
 } else if (evalJoined.length) {
-  const sc = evalJoined.flatMap(([, x]) => x.sc), lb = evalJoined.flatMap(([, x]) => x.lb);
-  out(`  same impressions, as served by v${oldV} (pctr in the impression log): AUC ${f4(auc(sc, lb))} on ${sc.length} rows` +
+  const keep = typeof m.evalSplitSalt === 'number' ? inReportHalf(m.evalSplitSalt) : () => true;
+  const sc = [], lb = [];
+  for (const [, x] of evalJoined) x.sc.forEach((s, i) => { if (keep(x.uid?.[i])) { sc.push(s); lb.push(x.lb[i]); } });
+  const users = typeof m.evalSplitSalt === 'number' ? ' of the report-half users' : '';
+  out(`  same impressions${users}, as served by v${oldV} (pctr in the impression log): AUC ${f4(auc(sc, lb))} on ${sc.length} rows` +
     ` -> offline delta v${newV} - v${oldV}: ${m.auc != null ? (m.auc - auc(sc, lb) >= 0 ? '+' : '') + (m.auc - auc(sc, lb)).toFixed(4) : 'n/a'}`);
 }
 const mo = manOld?.lineage?.metrics ?? {};

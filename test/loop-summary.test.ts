@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { writeNpy } from '../world/npy.js';
+import { writeNpy, writeNpyInt64 } from '../world/npy.js';
+import { hashId } from '../src/features/id-hash.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const node = (script: string, args: string[]) => spawnSync(process.execPath, [join(root, 'scripts', script), ...args], { encoding: 'utf8' });
@@ -37,7 +38,7 @@ test('stable-version.mjs reads the stable version from rollout.json, not the new
 });
 
 /** A closed-loop work dir with one labeled day (8) served by feed-ctr `servedVersion`, and a run. */
-function workDir(dir: string, servedVersion: number): string {
+function workDir(dir: string, servedVersion: number, metrics: Record<string, unknown> = {}): string {
   const work = join(dir, 'work');
   const shard = join(work, 'labeled', 'd8', 'day-008');
   mkdirSync(shard, { recursive: true });
@@ -51,6 +52,9 @@ function workDir(dir: string, servedVersion: number): string {
   writeNpy(join(shard, 'imp_model.npy'), '<i2', [n], new Int16Array(n));
   writeNpy(join(shard, 'imp_model_version.npy'), '<i4', [n], new Int32Array(n).fill(servedVersion));
   writeNpy(join(shard, 'imp_arm.npy'), '|i1', [n], new Int8Array(n));
+  // 10 users (ids 1000..1009), 4 impressions each
+  writeNpyInt64(join(shard, 'user_id.npy'), [10], 10, (u) => 1000 + u);
+  writeNpy(join(shard, 'imp_user_row.npy'), '<i4', [n], Int32Array.from({ length: n }, (_, i) => i % 10));
   const index = { shards: [{ day: 8, dir: 'day-008', impressions: n, clickRate: 0.3, oracle: { clickAuc: 0.8 } }], labeler: { labeled: n, models: ['feed-ctr'], arms: ['stable'] } };
   writeFileSync(join(work, 'labeled', 'd8', 'index.json'), JSON.stringify(index));
   // The run's split says teacher days 0-5; the reused teacher was trained on days 0-2.
@@ -59,7 +63,7 @@ function workDir(dir: string, servedVersion: number): string {
   writeFileSync(join(work, 'run', 'results.json'), JSON.stringify({ meta }));
   for (const v of ['3', '4']) {
     mkdirSync(join(work, 'repo', 'feed-ctr', v), { recursive: true });
-    const lineage = { distillation: 'kd', metrics: { auc: 0.7, evalDays: '8-8', evalRows: n } };
+    const lineage = { distillation: 'kd', metrics: { auc: 0.7, evalDays: '8-8', evalRows: n, ...metrics } };
     writeFileSync(join(work, 'repo', 'feed-ctr', v, 'manifest.json'), JSON.stringify({ lineage }));
   }
   return work;
@@ -83,4 +87,17 @@ test('the summary prints the days the teacher was trained on, from the run metad
   const r = node('loop-summary.mjs', [work, 'feed-ctr', '2', '3', 'ready', '8']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /pipeline split: teacher \[0, 1, 2\] \(teacher-20261201T000000Z-tiny\) students \[0, 1, 2, 3, 4, 5, 6\] adapter \[6\] eval \[7, 8\]/);
+});
+
+test('a new version measured on the report half of eval users is compared on those users\' impressions only', (t) => {
+  const salt = 0x5e1ec701; // pipeline/gemlite/evaluate.py EVAL_SPLIT_SALT
+  const reportUsers = Array.from({ length: 10 }, (_, u) => 1000 + u).filter((id) => hashId(id, salt, 3) === 2);
+  assert.ok(reportUsers.length > 0 && reportUsers.length < 10, 'the fixture has users on both sides');
+  const work = workDir(tempDir(t), 2, { evalSplitSalt: salt });
+  const r = node('loop-summary.mjs', [work, 'feed-ctr', '2', '3', 'ready', '8']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`same impressions of the report-half users, as served by v2 .* on ${reportUsers.length * 4} rows`));
+
+  const all = node('loop-summary.mjs', [workDir(tempDir(t), 2), 'feed-ctr', '2', '3', 'ready', '8']);
+  assert.match(all.stdout, /same impressions, as served by v2 .* on 40 rows/, 'a version without the split: every impression');
 });

@@ -22,7 +22,7 @@ import torch
 from . import evaluate as ev
 from .data import FeatureSpec, Task, World, fit_feature_spec, plan_batches
 from .distill import (VARIANTS, adapted_preds, attach_soft_labels, build_cache, fit_adapter, predict,
-                      teacher_outputs, teacher_preds, train_student, train_teacher)
+                      teacher_outputs, teacher_preds, train_student, train_teacher, user_ids)
 from .export import bench_student, check_parity, dummy_inputs, export_student, torch_scores
 from .golden import build_golden, parity_cases
 from .publish import build_manifest, clean_stale_temps, publish, route_published
@@ -32,6 +32,17 @@ from . import teacher_meta
 from .teacher import TeacherConfig, TeacherNet, teacher_batch, to_torch
 
 SERVABLE = ["none", "kd", "kd_aux_adapter"]  # variants that need nothing beyond the request
+SELECTION = (f"best mean AUC over seeds among {' / '.join(SERVABLE)} on the selection half of eval users; "
+             "metrics on the report half (evalSplit)")
+
+
+@dataclass
+class EvalRows:
+    """A task's eval rows, in predict() order, with what the published metrics need."""
+    y: np.ndarray
+    oracle: np.ndarray
+    teacher: np.ndarray
+    report: np.ndarray  # True: report half (evaluate.report_half), False: selection half
 
 
 @dataclass
@@ -194,6 +205,8 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {}
     extra: dict = {"tasks": {}, "latency": latency, "published": []}
     keep: dict = {}
+    held_out: dict[str, EvalRows] = {}
+    servable_preds: dict[str, dict[str, list[np.ndarray]]] = {}  # task -> variant -> scores per seed
     for name in task_names:
         surface, objective, train_task, eval_task = TASKS[name]
         log(f"{name}: building batches")
@@ -208,15 +221,23 @@ def run(args: argparse.Namespace) -> dict:
             attach_soft_labels(c, adapter)
         y = np.concatenate([c.y.numpy() for c in evc])
         o = np.concatenate([c.oracle.numpy() for c in evc])
+        users = user_ids(evc)
+        held_out[name] = EvalRows(y, o, teacher_preds(evc), ev.report_half(users))
+        in_report = held_out[name].report
         info = {"evalRows": int(y.size), "evalPositives": int(y.sum()),
+                "selectionRows": int((~in_report).sum()), "selectionUsers": int(np.unique(users[~in_report]).size),
+                "reportRows": int(in_report.sum()), "reportUsers": int(np.unique(users[in_report]).size),
                 "trainRows": int(sum(c.y.numel() for c in tr)),
                 "oracle": ev.metrics(y, o),
-                "teacher": ev.metrics(y, teacher_preds(evc), o), "adapted": ev.metrics(y, adapted_preds(evc), o)}
+                "teacher": ev.metrics(y, held_out[name].teacher, o), "adapted": ev.metrics(y, adapted_preds(evc), o)}
         extra["tasks"][name] = info
         log(f"{name}: train {info['trainRows']} rows, eval {info['evalRows']} rows ({info['evalPositives']} positives); "
             f"oracle AUC {info['oracle']['auc']:.4f}, teacher AUC {info['teacher']['auc'] or float('nan'):.4f}, "
-            f"adapted teacher AUC {info['adapted']['auc'] or float('nan'):.4f}")
+            f"adapted teacher AUC {info['adapted']['auc'] or float('nan'):.4f}; eval users split into selection "
+            f"{info['selectionRows']} rows ({info['selectionUsers']} users) / report {info['reportRows']} rows "
+            f"({info['reportUsers']} users)")
         results[name] = {v: [] for v in VARIANTS}
+        servable_preds[name] = {v: [] for v in SERVABLE}
         for seed in seeds:
             for v in VARIANTS:
                 t0 = time.time()
@@ -226,6 +247,8 @@ def run(args: argparse.Namespace) -> dict:
                 m = ev.metrics(yy, p, oo)
                 m["seed"] = seed
                 results[name][v].append(m)
+                if v in SERVABLE:
+                    servable_preds[name][v].append(p)
                 if seed == seeds[0]:
                     keep[(name, v)] = (net, p, m)
                 log(f"{name} seed {seed} {v:<19} AUC {m['auc'] or float('nan'):.4f} NE {m['ne']:.4f} "
@@ -246,9 +269,11 @@ def run(args: argparse.Namespace) -> dict:
         clean_stale_temps(repo)
     for name in results:
         surface, objective, _, _ = TASKS[name]
-        s = summary[name]
-        best = max(SERVABLE, key=lambda v: (s[v]["auc"][0] if not np.isnan(s[v]["auc"][0]) else -1))
-        net, p_eval, m = keep[(name, best)]
+        rows = held_out[name]
+        choice = ev.select_variant(rows.y, rows.oracle, servable_preds[name], rows.report, SERVABLE)
+        best, m = choice.variant, choice.report
+        # p_eval: every eval row; the score quantiles describe the score distribution, not a grade
+        net, p_eval, _ = keep[(name, best)]
         tmp = Path(tempfile.mkdtemp(prefix="gemlite-export-"))
         try:
             model_path = export_student(net, spec.du, spec.da, tmp / "model.onnx")
@@ -258,6 +283,7 @@ def run(args: argparse.Namespace) -> dict:
                                vocab=min(spec.cat_buckets, spec.adv_buckets, spec.ad_buckets))
             latency.append({"model": name, "runtime": "onnxruntime-node", "L": spec.max_length, "ms": ms})
             latency.append({"model": name, "runtime": "pytorch", "L": spec.max_length, "ms": student_torch_latency(net, spec)})
+            # observed/predicted rates grade the model against labels: report half, like lineage.metrics
             calibration = {"method": "identity", "observedRate": m["observedRate"], "predictedRate": m["predictedRate"]}
             lineage = {
                 "teacherVersion": teacher_version if best != "none" else None,
@@ -267,14 +293,19 @@ def run(args: argparse.Namespace) -> dict:
                 "metrics": {"auc": m["auc"], "logloss": m["logloss"], "ne": m["ne"], "oracleAuc": m.get("oracleAuc"),
                             "oracleNe": m.get("oracleNe"), "calibration": m["calibration"],
                             "evalDays": f"{split['eval'][0]}-{split['eval'][-1]}", "evalRows": m["n"],
+                            "selectionRows": int((~rows.report).sum()), "evalSplit": ev.EVAL_SPLIT,
+                            "evalSplitSalt": ev.EVAL_SPLIT_SALT,
                             "seed": seeds[0], "runId": run_id,
-                            "teacherAuc": extra["tasks"][name]["teacher"]["auc"],
-                            "selection": "best mean eval AUC over seeds among none / kd / kd_aux_adapter"},
+                            "teacherAuc": ev.auc(rows.y[rows.report], rows.teacher[rows.report]),
+                            "selection": SELECTION},
             }
-            info = {"name": name, "variant": best, "bytes": model_path.stat().st_size, "auc": m["auc"] or float("nan"),
-                    "ne": m["ne"], "parity": parity["maxAbsDiff"], "parityShapes": parity["shapes"], "version": None}
-            log(f"{name}: exported {best} ({info['bytes']} bytes, {count_params(net)} params), parity max |diff| "
-                f"{parity['maxAbsDiff']:.2e} over {parity['shapes']}, ORT {ms:.3f} ms / 500 candidates")
+            info = {"name": name, "variant": best, "bytes": model_path.stat().st_size,
+                    "selectionAuc": choice.selection_auc[best], "auc": m["auc"] or float("nan"),
+                    "ne": m["ne"], "reportRows": m["n"], "parity": parity["maxAbsDiff"],
+                    "parityShapes": parity["shapes"], "version": None}
+            log(f"{name}: exported {best} (selection-half mean AUC {info['selectionAuc']:.4f}, report-half AUC "
+                f"{info['auc']:.4f} on {m['n']} rows; {info['bytes']} bytes, {count_params(net)} params), parity max "
+                f"|diff| {parity['maxAbsDiff']:.2e} over {parity['shapes']}, ORT {ms:.3f} ms / 500 candidates")
             if repo is not None and not args.no_publish:
                 manifest = build_manifest(name, 1, surface, objective, model_path, spec, calibration, lineage,
                                           ev.quantiles(p_eval))

@@ -106,6 +106,7 @@ class Cached:
     x: dict[str, torch.Tensor]
     y: torch.Tensor  # label of the task
     oracle: torch.Tensor
+    user_id: np.ndarray  # user of each row: evaluation splits its rows by user (evaluate.report_half)
     teacher_p: torch.Tensor | None = None
     teacher_emb: torch.Tensor | None = None
     soft: dict[str, torch.Tensor] = field(default_factory=dict)  # soft labels per variant
@@ -120,7 +121,9 @@ def build_cache(world: World, spec: FeatureSpec, task: Task, days: Sequence[int]
         lab = labels(world, p)
         y = lab["conv"] if task.objective == "cvr" else lab["click"]
         o = lab["p_conv"] if task.objective == "cvr" else lab["p_click"]
-        c = Cached(p.day, x, torch.from_numpy(y), torch.from_numpy(o))
+        day = world.day(p.day)
+        uid = np.asarray(day.user_id)[np.asarray(day.imp_user_row)[p.imps]].astype(np.int64)
+        c = Cached(p.day, x, torch.from_numpy(y), torch.from_numpy(o), uid)
         if teacher is not None and p.day in teacher:
             t = teacher[p.day]
             tp = t["p_conv"] if task.objective == "cvr" else t["p_click"]
@@ -236,6 +239,11 @@ def predict(net: StudentNet, cache: list[Cached], variant: str) -> tuple[np.ndar
 
 def teacher_preds(cache: list[Cached]) -> np.ndarray:
     return np.concatenate([c.teacher_p.numpy() for c in cache])
+
+
+def user_ids(cache: list[Cached]) -> np.ndarray:
+    """User id of every row, in the row order of predict()."""
+    return np.concatenate([c.user_id for c in cache])
 
 
 def adapted_preds(cache: list[Cached]) -> np.ndarray:

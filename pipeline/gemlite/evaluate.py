@@ -1,9 +1,14 @@
-"""Offline metrics: AUC, log-loss, normalized entropy, calibration; and the oracle's numbers."""
+"""Offline metrics: AUC, log-loss, normalized entropy, calibration; and the oracle's numbers.
+Also the held-out choice of the published variant (`report_half`, `select_variant`)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+
+from .hashing import HASH_FUNCTION, hash_ids
 
 EPS = 1e-7
 
@@ -86,3 +91,50 @@ def metrics(y: np.ndarray, p: np.ndarray, oracle: np.ndarray | None = None) -> d
 def quantiles(p: np.ndarray) -> dict:
     q = np.quantile(np.asarray(p, np.float64), [0.01, 0.10, 0.50, 0.90, 0.99])
     return {k: float(v) for k, v in zip(["p01", "p10", "p50", "p90", "p99"], q)}
+
+
+# ------------------------------------------------------------------------------ held-out selection
+# Choosing the best of several variants on a set and reporting the winner's score on that same set
+# reports the maximum of noisy estimates, biased upward (winner's curse). So the eval users are split
+# in two: the variant is chosen on the selection half, and what is published about it is measured on
+# the report half. Whole users, so one user's impressions (correlated through the user's features and
+# history) never straddle the halves; a hash of the id, not a random draw, so the halves are the same
+# across runs, variants and versions, and the server's twin of the hash (src/features/id-hash.ts
+# hashId) can reproduce them.
+EVAL_SPLIT_SALT = 0x5E1EC701
+EVAL_SPLIT = (f"report half = eval users with hashId(userId, salt {EVAL_SPLIT_SALT:#x}, buckets 3) == 2 "
+              f"({HASH_FUNCTION}); selection half = the others (== 1)")
+
+
+def report_half(user_ids: np.ndarray) -> np.ndarray:
+    """True for the rows of users in the report half, False for those in the selection half."""
+    # hash_ids maps into 1..buckets-1, so 3 buckets give 1 or 2: one bit of the user's hash.
+    return hash_ids(np.asarray(user_ids, np.int64), EVAL_SPLIT_SALT, 3) == 2
+
+
+@dataclass
+class Selection:
+    variant: str
+    selection_auc: dict[str, float]  # per candidate: mean AUC over seeds on the selection half (nan: none)
+    report: dict  # metrics() of the chosen variant's first seed on the report half
+
+
+def _mean_auc(aucs: list[float | None]) -> float:
+    vals = [a for a in aucs if a is not None and not math.isnan(a)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def select_variant(y: np.ndarray, oracle: np.ndarray, preds: dict[str, list[np.ndarray]], report: np.ndarray,
+                   candidates: Sequence[str]) -> Selection:
+    """Choose among `candidates` on the selection half (~report), measure the choice on the report half.
+
+    preds[v][i] = scores of seed i of variant v on every eval row, in the row order of y, oracle, report.
+    The best mean AUC over seeds wins; a seed without an AUC is left out of the mean, a variant with no
+    AUC at all ranks last, ties go to the earlier candidate. The first seed's weights are the ones
+    exported, so the first seed is the one measured.
+    """
+    y, oracle, report = np.asarray(y), np.asarray(oracle), np.asarray(report, bool)
+    select = ~report
+    sel_auc = {v: _mean_auc([auc(y[select], p[select]) for p in preds[v]]) for v in candidates}
+    best = max(candidates, key=lambda v: -1.0 if math.isnan(sel_auc[v]) else sel_auc[v])
+    return Selection(best, sel_auc, metrics(y[report], preds[best][0][report], oracle[report]))

@@ -33,6 +33,28 @@ def test_run_publishes_every_student(tiny_run):
     assert not list(repo.glob("*/.tmp-*"))
 
 
+def test_published_metrics_are_measured_on_the_report_half(tiny_run):
+    # The variant is chosen on the selection half of the eval users; what the manifest says about it
+    # comes from the other half (winner's curse otherwise).
+    from pipeline.gemlite.evaluate import EVAL_SPLIT
+
+    res = json.loads((tiny_run["out"] / "results.json").read_text())
+    published = {p["name"]: p for p in res["extra"]["published"]}
+    for name in STUDENTS:
+        m = json.loads((tiny_run["repo"] / name / "1" / "manifest.json").read_text())
+        metrics, task = m["lineage"]["metrics"], res["extra"]["tasks"][name]
+        assert metrics["evalSplit"] == EVAL_SPLIT and "selection half" in metrics["selection"]
+        assert metrics["evalRows"] == task["reportRows"] == published[name]["reportRows"]
+        assert metrics["selectionRows"] == task["selectionRows"] > 0
+        assert metrics["evalRows"] + metrics["selectionRows"] == task["evalRows"]
+        assert metrics["ne"] == published[name]["ne"]
+        cal = m["calibration"]  # same rows as lineage.metrics: calibration = predicted / observed rate
+        if metrics["calibration"] is not None:
+            assert np.isclose(metrics["calibration"], cal["predictedRate"] / cal["observedRate"])
+    text = (tiny_run["out"] / "report.md").read_text()
+    assert "selection AUC (chosen on)" in text and "report AUC" in text
+
+
 def test_golden_matches_onnx_and_request_path(tiny_run):
     repo = tiny_run["repo"]
     spec = FeatureSpec.from_json(json.loads((tiny_run["out"] / "feature_spec.json").read_text()))
