@@ -74,8 +74,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       log.error({ workerId, code }, 'inference worker exited; replacing it');
     },
     reloadFailed(key, workerId, error, heldBy, attempt) {
-      // heldBy 0: no worker has a session for the version, and its requests fail with INFERENCE_FAILED
-      // (which a canary counts against itself) until a retry succeeds or an operator loads it again.
+      // heldBy 0: no worker has a session for the version until a retry succeeds or an operator loads it
+      // again; meanwhile its requests answer 503 MODEL_VERSION_UNAVAILABLE (a canary's users get stable).
       log.error({ key, workerId, heldBy, attempt, err: error }, heldBy > 0 ? 'replacement worker could not reload a version; the other workers serve it' : 'replacement worker could not reload a version; no worker holds it now');
     },
     startFailed(workerId, code, attempt, retryInMs) {
@@ -85,7 +85,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const cache = new UserCache(config.userCacheEntries, config.userCacheTtlMs, (hit) => metrics.userCache.inc({ result: hit ? 'hit' : 'miss' }));
   const retirement = new VersionSeriesRetirement(metrics, config.metricsVersionGraceMs, (error) => log.error({ err: error }, 'retiring a version\'s metric series failed'));
   let loader: ModelLoader;
-  const canary = new CanaryMonitor(config.canary, registry, log, metrics, (name) => loader.rollbackCanary(name));
+  const canary = new CanaryMonitor(config.canary, registry, log, metrics, (name, version) => loader.rollbackCanary(name, version));
   const shadow = new ShadowRunner(pool, registry, metrics, config.shadowMaxInflight);
   const impressions = config.impressionLog ? createImpressionLog(config.impressionLog) : null;
   loader = new ModelLoader(config, registry, pool, log, options.reference ?? worldReferenceRequests, {

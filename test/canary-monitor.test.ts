@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { CanaryMonitor } from '../src/ranking/canary-monitor.js';
+import { CanaryMonitor, type CanaryRollback } from '../src/ranking/canary-monitor.js';
 import { createMetrics } from '../src/metrics.js';
 import type { ModelRegistry } from '../src/models/registry.js';
 import type { ScoreObservation } from '../src/ranking/rank-service.js';
@@ -16,7 +16,7 @@ function observation(arm: 'stable' | 'canary', score: number): ScoreObservation 
   return { version: { name: 'feed-ctr', version: arm === 'stable' ? 1 : 2 }, arm, ok: true, ms: 3, scores: Float32Array.of(score, score), request: {} } as unknown as ScoreObservation;
 }
 
-async function driftingCanary(rollback: () => Promise<unknown>) {
+async function driftingCanary(rollback: CanaryRollback) {
   const metrics = createMetrics();
   const monitor = new CanaryMonitor(kLimits, registry, pino({ level: 'silent' }), metrics, rollback);
   // Stable scores ~0.02, the canary's ~0.9: a logit shift far past 0.5.
@@ -30,9 +30,12 @@ async function driftingCanary(rollback: () => Promise<unknown>) {
 }
 
 test('a rollback that is applied is counted; one whose flag write fails is not, and its verdict says why', async () => {
-  let calls = 0;
-  const applied = await driftingCanary(async () => void calls++);
-  assert.equal(calls, 1);
+  const calls: Array<[string, number]> = [];
+  const applied = await driftingCanary(async (model, version) => {
+    calls.push([model, version]);
+    return { written: true };
+  });
+  assert.deepEqual(calls, [['feed-ctr', 2]], 'the judged canary version is the one rolled back');
   assert.equal(applied.counted, 1);
   assert.equal(applied.monitor.verdicts[0].rolledBack, true);
   assert.equal(applied.monitor.verdicts[0].rollbackError, undefined);
@@ -43,4 +46,11 @@ test('a rollback that is applied is counted; one whose flag write fails is not, 
   assert.equal(failed.counted, 0);
   assert.equal(failed.monitor.verdicts[0].rolledBack, true);
   assert.equal(failed.monitor.verdicts[0].rollbackError, 'rollout.json: disk full');
+});
+
+test('a rollback with nothing left to write (another process did it, or the canary was replaced) is not counted', async () => {
+  const elsewhere = await driftingCanary(async () => ({ written: false }));
+  assert.equal(elsewhere.counted, 0);
+  assert.equal(elsewhere.monitor.verdicts[0].rolledBack, true);
+  assert.equal(elsewhere.monitor.verdicts[0].rollbackWritten, false);
 });

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +37,12 @@ function tempDir(t: import('node:test').TestContext): string {
 function writeLock(repo: string, owner: Partial<LockOwner> | string): void {
   writeFileSync(lockPath(repo), typeof owner === 'string' ? owner : JSON.stringify(owner));
 }
+
+/** This process's boot and PID namespace, as a lock owner records them. */
+const kHereSpace = {
+  bootId: readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
+  pidNamespace: readlinkSync('/proc/self/ns/pid'),
+};
 
 /** A pid that ran on this host and has exited. */
 function deadPid(): number {
@@ -162,7 +168,7 @@ test('withRolloutLock: holders in one process take turns; the file is gone after
 test('a lock left by a process of this host that has exited is removed at once', async (t) => {
   const repo = tempDir(t);
   const pid = deadPid();
-  writeLock(repo, { pid, host: hostname(), token: 'dead', acquiredAt: new Date().toISOString() });
+  writeLock(repo, { pid, host: hostname(), ...kHereSpace, token: 'dead', acquiredAt: new Date().toISOString() });
   const stale: Array<LockOwner | null> = [];
   const started = Date.now();
   const ran = await withRolloutLock(repo, async () => 'ran', { timeoutMs: 2000, onStale: (owner) => stale.push(owner) });
@@ -212,4 +218,63 @@ test('PATCH flags while another writer holds the lock past ROLLOUT_LOCK_TIMEOUT_
   assert.equal(res.json().error.code, 'ROLLOUT_LOCKED');
   assert.equal(readFileSync(path.join(repo, 'rollout.json'), 'utf8'), before);
   assert.equal(app.ranker.registry.routing.models.get('feed-ctr')!.stable.version, 1);
+});
+
+test('a dead pid of another PID namespace or boot is not judged dead: a container\'s pid means nothing here', async (t) => {
+  const repo = tempDir(t);
+  const pid = deadPid();
+  for (const elsewhere of [{ ...kHereSpace, pidNamespace: 'pid:[1]' }, { ...kHereSpace, bootId: 'another-boot' }, {}]) {
+    writeLock(repo, { pid, host: hostname(), ...elsewhere, token: 'sidecar', acquiredAt: '' });
+    await assert.rejects(withRolloutLock(repo, async () => 'ran', { timeoutMs: 60 }), /ROLLOUT_LOCKED|held by pid/, JSON.stringify(elsewhere));
+  }
+});
+
+/** A child that takes the lock at `startAt` (ms since epoch) and logs "enter pid" / "exit pid" around 30 ms inside. */
+const kRacer = `
+const [lockModule, repo, startAt, log] = process.argv.slice(1);
+const { withRolloutLock } = await import(lockModule);
+const fs = await import('node:fs');
+while (Date.now() < Number(startAt)) {}
+await withRolloutLock(repo, async () => {
+  fs.appendFileSync(log, 'enter ' + process.pid + '\\n');
+  await new Promise((r) => setTimeout(r, 30));
+  fs.appendFileSync(log, 'exit ' + process.pid + '\\n');
+}, { timeoutMs: 10000 });
+`;
+
+test('processes racing to remove one stale lock: one holder at a time, every one gets in', async (t) => {
+  const racers = 6;
+  // Before the break lock, 10-15% of such trials let two racers in at once (one edit lost).
+  for (const [trial, kind] of ['dead', 'old', 'dead', 'old', 'dead', 'old', 'dead', 'old'].entries()) {
+    const repo = tempDir(t);
+    if (kind === 'dead') writeLock(repo, { pid: deadPid(), host: hostname(), ...kHereSpace, token: 'dead', acquiredAt: '' });
+    else {
+      writeLock(repo, '');
+      const old = new Date(Date.now() - 60_000);
+      utimesSync(lockPath(repo), old, old);
+    }
+    const log = path.join(repo, 'log');
+    writeFileSync(log, '');
+    const startAt = String(Date.now() + 500);
+    const children = Array.from({ length: racers }, () => spawn(process.execPath, ['--input-type=module', '-e', kRacer, kLockModule, repo, startAt, log], { stdio: 'ignore' }));
+    assert.deepEqual(await Promise.all(children.map(exited)), Array(racers).fill(0), `trial ${trial}`);
+    let inside = 0;
+    let most = 0;
+    const lines = readFileSync(log, 'utf8').trim().split('\n');
+    for (const line of lines) most = Math.max(most, line.startsWith('enter') ? ++inside : inside--);
+    assert.equal(most, 1, `trial ${trial} (${kind}): ${lines.join(', ')}`);
+    assert.equal(lines.length, 2 * racers, `trial ${trial}: every racer got in`);
+    assert.deepEqual(readdirSync(repo).filter((f) => f.startsWith('.rollout.lock')), [], 'no lock, temp or break file left');
+  }
+});
+
+test('a writer that cannot write its owner record leaves no lock behind (it used to block every edit for 30 s)', async (t) => {
+  const repo = tempDir(t);
+  const script = `const { withRolloutLock } = await import(process.argv[1]); await withRolloutLock(process.argv[2], async () => {});`;
+  // A file size limit of 0 makes every write fail with EFBIG; XFSZ is ignored so the write returns the error.
+  const child = spawnSync('bash', ['-c', `trap '' XFSZ; ulimit -f 0; exec "${process.execPath}" --input-type=module -e "$0" "$1" "$2"`, script, kLockModule, repo], { encoding: 'utf8' });
+  assert.notEqual(child.status, 0);
+  assert.match(child.stderr, /EFBIG/);
+  assert.deepEqual(readdirSync(repo), []);
+  assert.equal(await withRolloutLock(repo, async () => 'ran', { timeoutMs: 100 }), 'ran');
 });

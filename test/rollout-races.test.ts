@@ -52,7 +52,7 @@ test('an automatic canary rollback concurrent with a PATCH of another model: bot
   // The fixture repo is written with the default flags; start from a live canary instead.
   assert.deepEqual(await app.ranker.loader.setRollout(rollout), []);
   const [, patched] = await Promise.all([
-    app.ranker.loader.rollbackCanary('feed-ctr'),
+    app.ranker.loader.rollbackCanary('feed-ctr', 2),
     app.ranker.admin.inject({ method: 'PATCH', url: '/admin/models/feed-cvr/flags', headers: kAdminAuth, payload: { shadow: [2] } }),
   ]);
   assert.equal(patched.statusCode, 200, patched.body);
@@ -92,4 +92,37 @@ test('flags rejected after the write name the reason once, without a doubled "ro
   assert.equal(code, 'ROLLOUT_INVALID');
   assert.match(message, /^rollout flags rejected: \S*rollout\.json is not JSON/);
   assert.equal(message.match(/rollout flags rejected/g)!.length, 1, message);
+});
+
+test('the automatic rollback zeroes only the canary it judged: a newer canary named meanwhile keeps serving', async (t) => {
+  const versions: VersionSpec[] = [...kTwoEach, { name: 'feed-ctr', version: 3, variant: 'v1' }];
+  const { app, repo } = await startAppWithRepo(t, {}, versions);
+  const rollout = defaultRollout();
+  rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
+  await app.ranker.loader.setRollout(rollout);
+  // An operator (or another process) replaces the failing canary before the monitor's rollback of v2
+  // gets its turn in the flag queue.
+  const replaced = await app.ranker.admin.inject({ method: 'PATCH', url: '/admin/models/feed-ctr/flags', headers: kAdminAuth, payload: { canary: { version: 3, percent: 20 } } });
+  assert.equal(replaced.statusCode, 200, replaced.body);
+  const rolledBack = await app.ranker.loader.rollbackCanary('feed-ctr', 2);
+  assert.equal(rolledBack.written, false, 'nothing to roll back: v2 is no longer the canary');
+  assert.deepEqual(onDisk(repo).models['feed-ctr'], { stable: 1, canary: { version: 3, percent: 20 } });
+});
+
+test('a rollback already done (by another process) writes nothing and says so', async (t) => {
+  const { app, repo } = await startAppWithRepo(t, {}, kTwoEach);
+  const rollout = defaultRollout();
+  rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
+  await app.ranker.loader.setRollout(rollout);
+  assert.equal((await app.ranker.loader.rollbackCanary('feed-ctr', 2)).written, true);
+  const before = readFileSync(path.join(repo, 'rollout.json'), 'utf8');
+  assert.equal((await app.ranker.loader.rollbackCanary('feed-ctr', 2)).written, false);
+  assert.equal(readFileSync(path.join(repo, 'rollout.json'), 'utf8'), before);
+});
+
+test('PUT /admin/rollout with a null body is refused (422), not taken for "no change"', async (t) => {
+  const { app } = await startAppWithRepo(t);
+  const res = await app.ranker.admin.inject({ method: 'PUT', url: '/admin/rollout', headers: { ...kAdminAuth, 'content-type': 'application/json' }, payload: 'null' });
+  assert.equal(res.statusCode, 422, res.body);
+  assert.equal(res.json().error.code, 'ROLLOUT_INVALID');
 });

@@ -2,9 +2,11 @@
 
 Every writer of `<repo>/rollout.json` holds `<repo>/.rollout.lock` around its read-modify-write, so that
 an edit made meanwhile by a server process (admin API, automatic canary rollback) is merged into rather
-than overwritten. The lock file is created with O_EXCL and holds its owner as JSON (pid, host, token,
-acquiredAt). It is stale, and removed by the next writer, when its owner is a process of this host that
-no longer runs, or when it is older than STALE_S. Standard library only: the server's tests run it.
+than overwritten. The lock holds its owner as JSON (pid, host, bootId, pidNamespace, token, acquiredAt),
+written whole to a private temp file and hard-linked into place, so it never exists empty. It is stale
+when its owner is a process that no longer runs in this kernel boot and PID namespace, or when it is
+older than STALE_S; stale locks are removed by one waiter at a time, under `<repo>/.rollout.lock.break`.
+Standard library only: the server's tests run it.
 """
 from __future__ import annotations
 
@@ -21,11 +23,27 @@ from typing import Callable, Iterator
 
 LOCK_FILE = ".rollout.lock"
 STALE_S = 30.0  # kRolloutLockStaleMs on the server side
+BREAK_STALE_S = 10.0
 POLL_S = 0.01
 
 
 class RolloutLocked(RuntimeError):
     """Another writer held the lock for longer than the wait."""
+
+
+def _read_or_none(read: Callable[[], str]) -> str | None:
+    try:
+        return read().strip()
+    except OSError:
+        return None
+
+
+# Where a pid of this process means the same process: same boot, same PID namespace.
+_HERE = {
+    "host": socket.gethostname(),
+    "bootId": _read_or_none(lambda: Path("/proc/sys/kernel/random/boot_id").read_text()),
+    "pidNamespace": _read_or_none(lambda: os.readlink("/proc/self/ns/pid")),
+}
 
 
 @contextmanager
@@ -43,17 +61,18 @@ def _acquire(path: Path, timeout_s: float, stale_s: float, on_stale) -> str:
     token = secrets.token_hex(8)
     give_up_at = time.monotonic() + timeout_s
     while True:
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "token": token,
+        owner = {"pid": os.getpid(), **_HERE, "token": token,
                  "acquiredAt": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
         if _try_create(path, owner):
             return token
         held = _inspect(path)
         if held is None:
             continue  # released between our attempt and the look
-        raw, holder, age_s = held
+        holder, age_s = held
         if _is_stale(holder, age_s, stale_s):
-            if _remove_if_unchanged(path, raw) and on_stale is not None:
-                on_stale(holder, age_s)
+            removed = _break_stale(path, stale_s)
+            if removed is not None and on_stale is not None:
+                on_stale(*removed)
             continue
         if time.monotonic() >= give_up_at:
             who = f"pid {holder['pid']} on {holder['host']}" if holder else "an unreadable owner"
@@ -62,29 +81,37 @@ def _acquire(path: Path, timeout_s: float, stale_s: float, on_stale) -> str:
 
 
 def _try_create(path: Path, owner: dict) -> bool:
+    """Write the owner to a private file, then link it into place: the lock appears whole or not at all."""
+    temp = path.with_name(f"{path.name}.{owner['token']}")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(owner) + "\n")
+        os.link(temp, path)
+        return True
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(owner) + "\n")
-    return True
+    finally:
+        try:
+            temp.unlink()
+        except FileNotFoundError:
+            pass
 
 
-def _inspect(path: Path) -> tuple[str, dict | None, float] | None:
+def _inspect(path: Path) -> tuple[dict | None, float] | None:
     try:
         raw = path.read_text()
         age_s = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return None
-    return raw, _parse_owner(raw), age_s
+    return _parse_owner(raw), age_s
 
 
 def _parse_owner(raw: str) -> dict | None:
     try:
         value = json.loads(raw)
     except ValueError:
-        return None  # empty or cut short: its writer is still writing it, or crashed doing so
+        return None  # not this protocol's file (an older writer's, or damaged): only its age counts
     ok = isinstance(value, dict) and isinstance(value.get("pid"), int) and isinstance(value.get("host"), str) \
         and isinstance(value.get("token"), str)
     return value if ok else None
@@ -93,8 +120,12 @@ def _parse_owner(raw: str) -> dict | None:
 def _is_stale(holder: dict | None, age_s: float, stale_s: float) -> bool:
     if age_s > stale_s:
         return True
-    return holder is not None and holder["host"] == socket.gethostname() and holder["pid"] != os.getpid() \
-        and not _process_runs(holder["pid"])
+    if holder is None or holder["pid"] == os.getpid():
+        return False
+    same_space = holder["host"] == _HERE["host"] and _HERE["bootId"] is not None \
+        and holder.get("bootId") == _HERE["bootId"] and _HERE["pidNamespace"] is not None \
+        and holder.get("pidNamespace") == _HERE["pidNamespace"]
+    return same_space and not _process_runs(holder["pid"])
 
 
 def _process_runs(pid: int) -> bool:
@@ -107,15 +138,32 @@ def _process_runs(pid: int) -> bool:
     return True
 
 
-def _remove_if_unchanged(path: Path, raw: str) -> bool:
-    """Remove a stale lock only if it is still the one judged stale (another writer may have replaced it)."""
+def _break_stale(path: Path, stale_s: float) -> tuple[dict | None, float] | None:
+    """Remove a stale lock, one breaker at a time, re-judging under the break lock what is there now."""
+    break_path = path.with_name(f"{path.name}.break")
     try:
-        if path.read_text() != raw:
-            return False
-        path.unlink()
-    except FileNotFoundError:
-        return False  # another writer removed it first
-    return True
+        os.close(os.open(break_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        try:  # a breaker that died holding it would block every recovery
+            if time.time() - break_path.stat().st_mtime > BREAK_STALE_S:
+                break_path.unlink()
+        except FileNotFoundError:
+            pass
+        return None
+    try:
+        held = _inspect(path)
+        if held is None or not _is_stale(*held, stale_s):
+            return None
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return held
+    finally:
+        try:
+            break_path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _release(path: Path, token: str) -> None:

@@ -24,6 +24,11 @@ def _write_lock(repo, owner) -> None:
     (repo / LOCK_FILE).write_text(owner if isinstance(owner, str) else json.dumps(owner))
 
 
+def _here_space() -> dict:
+    return {"host": socket.gethostname(), "bootId": open("/proc/sys/kernel/random/boot_id").read().strip(),
+            "pidNamespace": os.readlink("/proc/self/ns/pid")}
+
+
 def _rollout(stable: int) -> dict:
     return {"salt": "s", "routes": {"feed": {"ctr": "feed-ctr", "cvr": "feed-cvr"}},
             "models": {"feed-ctr": {"stable": stable}, "feed-cvr": {"stable": 1}}}
@@ -58,7 +63,7 @@ def test_route_published_waits_for_a_held_lock_and_keeps_the_holders_edit(tmp_pa
 
 def test_a_lock_of_an_exited_process_of_this_host_is_removed(tmp_path):
     pid = _dead_pid()
-    _write_lock(tmp_path, {"pid": pid, "host": socket.gethostname(), "token": "dead", "acquiredAt": ""})
+    _write_lock(tmp_path, {"pid": pid, **_here_space(), "token": "dead", "acquiredAt": ""})
     seen = []
     with rollout_lock(tmp_path, timeout_s=2, on_stale=lambda owner, age: seen.append(owner)):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
@@ -100,3 +105,59 @@ def test_route_published_keep_writes_nothing_and_releases(tmp_path):
     assert route_published(tmp_path, {"feed-ctr": 2}, "keep") is None
     assert (tmp_path / "rollout.json").read_text() == before
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("elsewhere", [{"pidNamespace": "pid:[1]"}, {"bootId": "another-boot"}, {"bootId": None}])
+def test_a_dead_pid_of_another_pid_namespace_or_boot_is_not_judged_dead(tmp_path, elsewhere):
+    _write_lock(tmp_path, {"pid": _dead_pid(), **_here_space(), **elsewhere, "token": "sidecar", "acquiredAt": ""})
+    with pytest.raises(RolloutLocked):
+        with rollout_lock(tmp_path, timeout_s=0.05):
+            pass
+
+
+def test_a_failed_owner_write_leaves_no_lock(tmp_path, monkeypatch):
+    import pipeline.gemlite.rollout_lock as lock_module
+
+    def full_disk(fd, mode):
+        os.close(fd)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lock_module.os, "fdopen", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        with rollout_lock(tmp_path, timeout_s=0.1):
+            pass
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    with rollout_lock(tmp_path, timeout_s=0.1):
+        pass
+
+
+def test_racers_over_one_stale_lock_get_in_one_at_a_time(tmp_path):
+    for trial in range(5):
+        repo = tmp_path / str(trial)
+        repo.mkdir()
+        _write_lock(repo, "")
+        old = time.time() - 60
+        os.utime(repo / LOCK_FILE, (old, old))
+        inside, most, entered = [0], [0], []
+        guard = threading.Lock()
+        start = threading.Barrier(6)
+
+        def racer():
+            start.wait()
+            with rollout_lock(repo, timeout_s=5):
+                with guard:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                    entered.append(1)
+                time.sleep(0.01)
+                with guard:
+                    inside[0] -= 1
+
+        threads = [threading.Thread(target=racer) for _ in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert most[0] == 1 and len(entered) == 6, f"trial {trial}"
+        assert [p.name for p in repo.iterdir() if p.name.startswith(LOCK_FILE)] == []

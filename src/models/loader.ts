@@ -16,7 +16,7 @@ import { readManifest, verifyChecksum } from './manifest.js';
 import type { InferencePool } from './pool.js';
 import type { ModelRegistry, ModelVersion } from './registry.js';
 import { kRolloutLockFile } from './rollout-lock.js';
-import { editRollout, readRollout, type ModelFlags, type Rollout } from './rollout.js';
+import { editRollout, kNoChange, readRollout, type ModelFlags, type Rollout } from './rollout.js';
 import { SerialQueue } from './serial-queue.js';
 
 export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
@@ -110,8 +110,8 @@ export class ModelLoader {
   #watch(): void {
     if (this.#stopped) return;
     try {
-      // The lock file comes and goes around every flag write; the rename of rollout.json itself is what matters.
-      const watcher = watch(this.#options.modelRepo, { recursive: true }, (_event, file) => file !== kRolloutLockFile && this.#scheduleScan());
+      // The lock's files come and go around every flag write; the rename of rollout.json itself is what matters.
+      const watcher = watch(this.#options.modelRepo, { recursive: true }, (_event, file) => !String(file).startsWith(kRolloutLockFile) && this.#scheduleScan());
       watcher.on('error', (error) => {
         this.#log.debug({ err: error }, 'model repository watcher error; re-creating it');
         watcher.close();
@@ -387,26 +387,30 @@ export class ModelLoader {
   }
 
   /** Merge one model's flags into the current rollout and apply it (admin API). */
-  updateFlags(name: string, change: FlagChange): Promise<string[]> {
-    return this.#flagQueue.run(() => this.#edit(async () => mergeFlags(await this.#readFlags(), name, change)));
+  async updateFlags(name: string, change: FlagChange): Promise<string[]> {
+    return (await this.#flagQueue.run(() => this.#edit(async () => mergeFlags(await this.#readFlags(), name, change)))).warnings;
   }
 
-  /** Automatic rollback: the canary's share goes to 0% (its version stays named for inspection). */
-  rollbackCanary(name: string): Promise<string[]> {
+  /**
+   * Automatic rollback of the canary the monitor judged: its share goes to 0% (the version stays named
+   * for inspection). `written` is false when there was nothing to do: the flags on disk no longer route
+   * that version (an operator replaced the canary meanwhile, or another process rolled it back first).
+   */
+  rollbackCanary(name: string, version: number): Promise<{ written: boolean; warnings: string[] }> {
     return this.#flagQueue.run(() =>
       this.#edit(async () => {
         // Decided on the flags as they are once this change holds the lock, not as they were when queued.
         const current = await this.#readFlags();
         const canary = current?.models[name]?.canary;
-        if (!canary || canary.percent === 0) return null;
-        return mergeFlags(current, name, { canary: { version: canary.version, percent: 0 } });
+        if (!canary || canary.version !== version || canary.percent === 0) return kNoChange;
+        return mergeFlags(current, name, { canary: { version, percent: 0 } });
       }),
     );
   }
 
   /** Validate, persist atomically, then apply new flags. Bad flags change nothing. */
-  setRollout(candidate: unknown): Promise<string[]> {
-    return this.#flagQueue.run(() => this.#edit(async () => candidate));
+  async setRollout(candidate: unknown): Promise<string[]> {
+    return (await this.#flagQueue.run(() => this.#edit(async () => candidate))).warnings;
   }
 
   /**
@@ -414,17 +418,17 @@ export class ModelLoader {
    * rollout lock, then apply them. The lock covers other server processes (HTTP_PROCESSES > 1) and
    * the publisher; this loader's queue covers its own callers, so they do not poll the lock file.
    */
-  async #edit(edit: () => Promise<unknown>): Promise<string[]> {
+  async #edit(edit: () => Promise<unknown>): Promise<{ written: boolean; warnings: string[] }> {
     const written = await editRollout(this.#options.modelRepo, edit, {
       timeoutMs: this.#options.rolloutLockTimeoutMs,
       onStale: (owner, ageMs) => this.#log.warn({ owner, ageMs: Math.round(ageMs) }, 'removed a stale rollout lock'),
     });
-    if (written === null) return this.#registry.routing.warnings;
+    if (written === null) return { written: false, warnings: this.#registry.routing.warnings };
     this.#events.rolloutWritten?.();
     await this.scan();
     // Already a ROLLOUT_INVALID ("rollout flags rejected: ..."): wrapping it again doubled the prefix.
     if (this.#rolloutError) throw isRankerError(this.#rolloutFailure) ? this.#rolloutFailure : Errors.ROLLOUT_INVALID(this.#rolloutError);
-    return this.#registry.routing.warnings;
+    return { written: true, warnings: this.#registry.routing.warnings };
   }
 }
 

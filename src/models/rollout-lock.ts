@@ -4,15 +4,19 @@
  * the same protocol; docs/CONTRACTS.md). Each writer's rename is atomic on its own, but two writers
  * that read the same flags and each write back their own edit lose one of the edits.
  *
- * The lock is `<repo>/.rollout.lock`, created exclusively (O_EXCL) and holding its owner as JSON
- * (`pid`, `host`, `token`, `acquiredAt`). A holder keeps it for one read, validation and write
- * (milliseconds). A lock is stale, and is removed by the next writer, when its owner is a process of
- * this host that no longer runs, or when it is older than `staleMs` (a crashed writer on another
- * host, a holder that hung, or a file left empty by a crash between create and write).
+ * The lock is `<repo>/.rollout.lock`, holding its owner as JSON (`pid`, `host`, `bootId`, `pidNamespace`,
+ * `token`, `acquiredAt`). It is written whole to a private temp file first and then hard-linked into
+ * place, so it never exists empty or half-written (link fails with EEXIST while another holds it). A
+ * holder keeps it for one read, validation and write (milliseconds). A lock is stale when its owner is a
+ * process that no longer runs in this same kernel boot and PID namespace (a pid means nothing across
+ * namespaces: containers of one pod share a hostname), or when it is older than `staleMs` (a crashed
+ * writer elsewhere, a holder that hung). Stale locks are removed by one waiter at a time, under
+ * `<repo>/.rollout.lock.break`, which re-judges the lock it finds before removing it.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { open, readFile, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Errors } from '../errors.js';
@@ -20,6 +24,8 @@ import { Errors } from '../errors.js';
 export const kRolloutLockFile = '.rollout.lock';
 /** Longer than any holder needs by orders of magnitude; shared with the Python side. */
 export const kRolloutLockStaleMs = 30_000;
+/** The break lock is held for one inspection and one unlink; older than this, its holder died. */
+const kBreakStaleMs = 10_000;
 const kDefaultTimeoutMs = 5_000;
 const kPollMs = 10;
 
@@ -34,15 +40,33 @@ export interface RolloutLockOptions {
 export interface LockOwner {
   pid: number;
   host: string;
+  /** This kernel boot (/proc/sys/kernel/random/boot_id); null where unknown. */
+  bootId: string | null;
+  /** The PID namespace the pid belongs to (/proc/self/ns/pid); null where unknown. */
+  pidNamespace: string | null;
   token: string;
   acquiredAt: string;
 }
 
 interface HeldLock {
-  raw: string;
   owner: LockOwner | null;
   ageMs: number;
 }
+
+function readOr(read: () => string): string | null {
+  try {
+    return read().trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Where a pid of this process means the same process: same boot, same PID namespace. */
+const kHere = {
+  host: hostname(),
+  bootId: readOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8')),
+  pidNamespace: readOr(() => readlinkSync('/proc/self/ns/pid')),
+};
 
 /** Run `task` while holding the repository's rollout lock; the lock is released however it ends. */
 export async function withRolloutLock<T>(repo: string, task: () => Promise<T>, options: RolloutLockOptions = {}): Promise<T> {
@@ -58,15 +82,16 @@ export async function withRolloutLock<T>(repo: string, task: () => Promise<T>, o
 async function acquire(file: string, options: RolloutLockOptions): Promise<string> {
   const timeoutMs = options.timeoutMs ?? kDefaultTimeoutMs;
   const staleMs = options.staleMs ?? kRolloutLockStaleMs;
-  const owner: LockOwner = { pid: process.pid, host: hostname(), token: randomBytes(8).toString('hex'), acquiredAt: '' };
+  const token = randomBytes(8).toString('hex');
   const giveUpAt = Date.now() + timeoutMs;
   for (;;) {
-    owner.acquiredAt = new Date().toISOString();
-    if (await tryCreate(file, owner)) return owner.token;
+    const owner: LockOwner = { pid: process.pid, ...kHere, token, acquiredAt: new Date().toISOString() };
+    if (await tryCreate(file, owner)) return token;
     const held = await inspect(file);
     if (held === null) continue; // released between our attempt and the look
     if (isStale(held, staleMs)) {
-      if (await removeIfUnchanged(file, held.raw)) options.onStale?.(held.owner, held.ageMs);
+      const removed = await breakStale(file, staleMs);
+      if (removed) options.onStale?.(removed.owner, removed.ageMs);
       continue;
     }
     if (Date.now() >= giveUpAt) throw Errors.ROLLOUT_LOCKED(file, describe(held), timeoutMs);
@@ -74,26 +99,25 @@ async function acquire(file: string, options: RolloutLockOptions): Promise<strin
   }
 }
 
+/** Write the owner to a private file, then link it into place: the lock appears whole or not at all. */
 async function tryCreate(file: string, owner: LockOwner): Promise<boolean> {
-  let handle;
+  const temp = `${file}.${owner.token}`;
   try {
-    handle = await open(file, 'wx');
+    await writeFile(temp, JSON.stringify(owner) + '\n', { flag: 'wx' });
+    await link(temp, file);
+    return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw error;
-  }
-  try {
-    await handle.writeFile(JSON.stringify(owner) + '\n');
   } finally {
-    await handle.close();
+    await unlink(temp).catch(() => undefined);
   }
-  return true;
 }
 
 async function inspect(file: string): Promise<HeldLock | null> {
   try {
     const [raw, info] = await Promise.all([readFile(file, 'utf8'), stat(file)]);
-    return { raw, owner: parseOwner(raw), ageMs: Date.now() - info.mtimeMs };
+    return { owner: parseOwner(raw), ageMs: Date.now() - info.mtimeMs };
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
@@ -105,14 +129,16 @@ function parseOwner(raw: string): LockOwner | null {
     const value = JSON.parse(raw) as Partial<LockOwner>;
     return Number.isInteger(value.pid) && typeof value.host === 'string' && typeof value.token === 'string' ? (value as LockOwner) : null;
   } catch {
-    return null; // empty or cut short: its writer is still writing it, or crashed doing so
+    return null; // not this protocol's file (an older writer's, or damaged): only its age counts
   }
 }
 
 function isStale(held: HeldLock, staleMs: number): boolean {
   if (held.ageMs > staleMs) return true;
   const owner = held.owner;
-  return owner !== null && owner.host === hostname() && owner.pid !== process.pid && !processRuns(owner.pid);
+  if (owner === null || owner.pid === process.pid) return false;
+  const sameSpace = owner.host === kHere.host && kHere.bootId !== null && owner.bootId === kHere.bootId && kHere.pidNamespace !== null && owner.pidNamespace === kHere.pidNamespace;
+  return sameSpace && !processRuns(owner.pid);
 }
 
 function processRuns(pid: number): boolean {
@@ -125,16 +151,32 @@ function processRuns(pid: number): boolean {
 }
 
 /**
- * Remove a stale lock only if it is still the one judged stale. Between the look and the unlink another
- * writer could have removed it and taken a fresh one; the re-read narrows that window to a system call.
+ * Remove a stale lock, one breaker at a time: two waiters that both judged the same lock stale must not
+ * both unlink, or the second removes the fresh lock the first one's writer has just taken. Under the
+ * break lock the lock is inspected again and removed only if what is there now is stale. Resolves with
+ * what was removed, or null (someone else is breaking it, or it is no longer stale).
  */
-async function removeIfUnchanged(file: string, raw: string): Promise<boolean> {
-  const now = await readFile(file, 'utf8').catch(() => null);
-  if (now !== raw) return false;
-  await unlink(file).catch((error: NodeJS.ErrnoException) => {
-    if (error.code !== 'ENOENT') throw error;
-  });
-  return true;
+async function breakStale(file: string, staleMs: number): Promise<HeldLock | null> {
+  const breakFile = `${file}.break`;
+  try {
+    await (await open(breakFile, 'wx')).close();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    // A breaker that died holding it would block every recovery: an old break lock is removed.
+    const age = await stat(breakFile).then((s) => Date.now() - s.mtimeMs, () => 0);
+    if (age > kBreakStaleMs) await unlink(breakFile).catch(() => undefined);
+    return null;
+  }
+  try {
+    const held = await inspect(file);
+    if (held === null || !isStale(held, staleMs)) return null;
+    await unlink(file).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
+    return held;
+  } finally {
+    await unlink(breakFile).catch(() => undefined);
+  }
 }
 
 /** Unlink the lock if it is still ours; a holder that took longer than `staleMs` may have lost it. */

@@ -81,18 +81,21 @@ export function writeRollout(repo: string, rollout: Rollout): Promise<void> {
   return writes.run(() => writeNow(repo, path.join(repo, kRolloutFile), rollout));
 }
 
+/** What an `editRollout` edit returns to write nothing (null is a value a client may send). */
+export const kNoChange: unique symbol = Symbol('no change');
+
 /**
  * Read-modify-write of the flags under the repository's rollout lock, so that an edit made meanwhile by
  * another server process or the publisher is merged into, not overwritten. `edit` runs inside the lock:
- * it reads the current flags and returns the flags to write, or null to write nothing. Resolves with
- * what was written (validated), or null.
+ * it reads the current flags and returns the flags to write (validated here), or `kNoChange`. Resolves
+ * with what was written, or null when nothing was.
  */
 export function editRollout(repo: string, edit: () => Promise<unknown>, lock: RolloutLockOptions = {}): Promise<Rollout | null> {
   return withRolloutLock(
     repo,
     async () => {
       const candidate = await edit();
-      if (candidate === null) return null;
+      if (candidate === kNoChange) return null;
       const rollout = validateRollout(candidate);
       await writeRollout(repo, rollout);
       return rollout;

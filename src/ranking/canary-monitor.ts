@@ -36,7 +36,15 @@ export interface CanaryVerdict {
   at: string;
   /** Set when the rollback the verdict asked for could not be applied (the canary kept serving). */
   rollbackError?: string;
+  /**
+   * Set once the rollback is settled: false when there was nothing to write, because the flags no
+   * longer routed this canary (another server process rolled it back first, or an operator replaced it).
+   */
+  rollbackWritten?: boolean;
 }
+
+/** Sets the judged canary of `model` to 0%; `written` false when the flags no longer route it. */
+export type CanaryRollback = (model: string, canaryVersion: number) => Promise<{ written: boolean }>;
 
 const kMaxLatencies = 4096;
 
@@ -64,11 +72,11 @@ export class CanaryMonitor {
   readonly #registry: ModelRegistry;
   readonly #log: Logger;
   readonly #metrics: Metrics;
-  readonly #rollback: (model: string) => Promise<unknown>;
+  readonly #rollback: CanaryRollback;
   #windows = new Map<string, ModelWindow>();
   verdicts: CanaryVerdict[] = [];
 
-  constructor(limits: Config['canary'], registry: ModelRegistry, log: Logger, metrics: Metrics, rollback: (model: string) => Promise<unknown>) {
+  constructor(limits: Config['canary'], registry: ModelRegistry, log: Logger, metrics: Metrics, rollback: CanaryRollback) {
     this.#limits = limits;
     this.#registry = registry;
     this.#log = log;
@@ -131,8 +139,15 @@ export class CanaryMonitor {
     }
     // Counted and logged as rolled back only once the flags are written: a failed write leaves the
     // canary serving, and the next window (CANARY_WINDOW_MS) judges it again.
-    this.#rollback(model).then(
-      () => {
+    // The judged version is passed on: a newer canary named meanwhile was never judged and keeps serving.
+    // With HTTP_PROCESSES > 1 every process judges its own share; only the one that writes counts it.
+    this.#rollback(model, window.canaryVersion).then(
+      ({ written }) => {
+        verdict.rollbackWritten = written;
+        if (!written) {
+          this.#log.warn({ verdict }, 'canary failed its checks; the flags no longer route it (rolled back elsewhere or replaced)');
+          return;
+        }
         this.#metrics.rollbacks.inc({ model });
         this.#log.error({ verdict }, 'canary rolled back automatically');
       },
