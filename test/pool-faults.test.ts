@@ -142,6 +142,12 @@ test('/v1/rank while no worker holds the canary: its users get stable; a pin to 
   assert.equal(pinned.statusCode, 503, pinned.body);
   assert.equal(pinned.headers['retry-after'], '1');
   assert.equal(pinned.json().error.code, 'MODEL_VERSION_UNAVAILABLE');
+  // The flags still name it: the admin API says what is happening, and OIP readiness says not ready.
+  const admin = await app.ranker.admin.inject({ method: 'GET', url: '/admin/models', headers: { authorization: 'Bearer test-token-0123456789' } });
+  assert.ok(admin.json().warnings.some((w: string) => /feed-ctr@2 \(canary\) is held by no inference worker; its users get feed-ctr@1/.test(w)), admin.body);
+  const ready = await app.inject({ method: 'GET', url: '/v2/models/feed-ctr/versions/2/ready' });
+  assert.equal(ready.statusCode, 503, ready.body);
+  assert.equal((await app.inject({ method: 'GET', url: '/v2/models/feed-ctr/versions/1/ready' })).statusCode, 200);
 });
 
 test('a failed reload is tried again: once the file is back, the version is served without an operator', async (t) => {

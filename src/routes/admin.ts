@@ -65,7 +65,20 @@ const flagsBody = {
 };
 
 export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: AdminRouteOptions): Promise<void> {
-  const { registry, loader, canary, shadow, config } = ranker;
+  const { registry, loader, canary, shadow, config, pool } = ranker;
+  /**
+   * Routing warnings plus, computed now, routed versions no inference worker holds (a replacement
+   * worker failed to reload them and retries): the flags still name them, but a canary's users get
+   * stable and a stable one answers 503 meanwhile.
+   */
+  const warnings = () => {
+    const out = [...registry.routing.warnings];
+    for (const [name, route] of registry.routing.models) {
+      if (!pool.mayServe(route.stable.key)) out.push(`${route.stable.key} (stable) is held by no inference worker; its requests answer 503 until a reload succeeds`);
+      if (route.canary && !pool.mayServe(route.canary.version.key)) out.push(`${route.canary.version.key} (canary) is held by no inference worker; its users get ${name}@${route.stable.version} until a reload succeeds`);
+    }
+    return out;
+  };
   app.addHook('onRequest', async (request) => {
     if (!tokenMatches(request.headers.authorization, config.adminToken)) throw Errors.UNAUTHORIZED();
   });
@@ -75,7 +88,7 @@ export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: Adm
     // With HTTP_PROCESSES > 1 this is one process's view; flag changes reach the others via rollout.json.
     process: { pid: process.pid, index: ranker.cluster?.index ?? 0, of: ranker.cluster?.size ?? 1 },
     rolloutError: loader.rolloutError,
-    warnings: registry.routing.warnings,
+    warnings: warnings(),
     models: Object.fromEntries(
       registry.models().map((name) => {
         const route = registry.routing.models.get(name);

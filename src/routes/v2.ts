@@ -87,7 +87,8 @@ export async function v2Routes(app: FastifyInstance, { registry, pool, isReady, 
   );
   const readyHandler = async (request: { params: { name: string; version?: string } }, reply: import('fastify').FastifyReply) => {
     const entry = pick(registry, request.params.name, request.params.version);
-    const ready = entry.state === 'ready';
+    // Loaded is not enough: after a failed reload no inference worker may hold it (it is retried).
+    const ready = entry.state === 'ready' && pool.mayServe(entry.key);
     return reply.code(ready ? 200 : 503).send({ name: entry.name, version: String(entry.version), ready });
   };
   app.get<{ Params: { name: string } }>('/v2/models/:name/ready', readyHandler);
