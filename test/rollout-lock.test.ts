@@ -12,18 +12,12 @@ import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kAdminAuth, startAppWithRepo } from './helpers/app.js';
-import type { VersionSpec } from './helpers/fixture-repo.js';
+import { kTwoVersionsEach } from './helpers/fixture-repo.js';
 import { kRolloutLockFile, withRolloutLock, type LockOwner } from '../src/models/rollout-lock.js';
 import type { Rollout } from '../src/models/rollout.js';
 
 const kProjectRoot = fileURLToPath(new URL('../../', import.meta.url));
 const kLockModule = new URL('../src/models/rollout-lock.js', import.meta.url).href;
-const kTwoEach: VersionSpec[] = [
-  { name: 'feed-ctr', version: 1, variant: 'v1' },
-  { name: 'feed-ctr', version: 2, variant: 'v1' },
-  { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
-  { name: 'feed-cvr', version: 2, variant: 'v2', objective: 'cvr' },
-];
 
 const onDisk = (repo: string) => JSON.parse(readFileSync(path.join(repo, 'rollout.json'), 'utf8')) as Rollout;
 const lockPath = (repo: string) => path.join(repo, kRolloutLockFile);
@@ -108,7 +102,7 @@ function hasPython(): boolean {
 }
 
 async function editAcrossProcesses(t: import('node:test').TestContext, start: (repo: string) => ChildProcess): Promise<void> {
-  const { app, repo } = await startAppWithRepo(t, {}, kTwoEach);
+  const { app, repo } = await startAppWithRepo(t, {}, kTwoVersionsEach);
   const editor = start(repo);
   t.after(() => editor.kill());
   await untilLine(editor, 'held');
@@ -209,7 +203,7 @@ test('release leaves a lock that is no longer ours (taken over while we overran 
 });
 
 test('PATCH flags while another writer holds the lock past ROLLOUT_LOCK_TIMEOUT_MS: 503 ROLLOUT_LOCKED, nothing changed', async (t) => {
-  const { app, repo } = await startAppWithRepo(t, { rolloutLockTimeoutMs: 100 }, kTwoEach);
+  const { app, repo } = await startAppWithRepo(t, { rolloutLockTimeoutMs: 100 }, kTwoVersionsEach);
   const before = readFileSync(path.join(repo, 'rollout.json'), 'utf8');
   writeLock(repo, { pid: process.pid, host: hostname(), token: 'publisher', acquiredAt: '' });
   const res = await app.ranker.admin.inject({ method: 'PATCH', url: '/admin/models/feed-ctr/flags', headers: kAdminAuth, payload: { stable: 2 } });

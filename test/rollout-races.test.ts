@@ -8,15 +8,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { kAdminAuth, startAppWithRepo } from './helpers/app.js';
-import { defaultRollout, type VersionSpec } from './helpers/fixture-repo.js';
+import { defaultRollout, kTwoVersionsEach, type VersionSpec } from './helpers/fixture-repo.js';
 import { writeRollout, type Rollout } from '../src/models/rollout.js';
 
-const kTwoEach: VersionSpec[] = [
-  { name: 'feed-ctr', version: 1, variant: 'v1' },
-  { name: 'feed-ctr', version: 2, variant: 'v1' },
-  { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
-  { name: 'feed-cvr', version: 2, variant: 'v2', objective: 'cvr' },
-];
 
 const onDisk = (repo: string) => JSON.parse(readFileSync(path.join(repo, 'rollout.json'), 'utf8')) as Rollout;
 
@@ -34,7 +28,7 @@ test('writeRollout: writes in the same millisecond all succeed, leave valid JSON
 });
 
 test('two concurrent PATCH /admin/models/{name}/flags on different models both take effect', async (t) => {
-  const { app, repo } = await startAppWithRepo(t, {}, kTwoEach);
+  const { app, repo } = await startAppWithRepo(t, {}, kTwoVersionsEach);
   const patch = (name: string, payload: object) => app.ranker.admin.inject({ method: 'PATCH', url: `/admin/models/${name}/flags`, headers: kAdminAuth, payload });
   const [a, b] = await Promise.all([patch('feed-ctr', { stable: 2 }), patch('feed-cvr', { shadow: [2] })]);
   assert.equal(a.statusCode, 200, a.body);
@@ -48,7 +42,7 @@ test('two concurrent PATCH /admin/models/{name}/flags on different models both t
 test('an automatic canary rollback concurrent with a PATCH of another model: both survive', async (t) => {
   const rollout = defaultRollout();
   rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
-  const { app, repo } = await startAppWithRepo(t, {}, kTwoEach);
+  const { app, repo } = await startAppWithRepo(t, {}, kTwoVersionsEach);
   // The fixture repo is written with the default flags; start from a live canary instead.
   assert.deepEqual(await app.ranker.loader.setRollout(rollout), []);
   const [, patched] = await Promise.all([
@@ -95,7 +89,7 @@ test('flags rejected after the write name the reason once, without a doubled "ro
 });
 
 test('the automatic rollback zeroes only the canary it judged: a newer canary named meanwhile keeps serving', async (t) => {
-  const versions: VersionSpec[] = [...kTwoEach, { name: 'feed-ctr', version: 3, variant: 'v1' }];
+  const versions: VersionSpec[] = [...kTwoVersionsEach, { name: 'feed-ctr', version: 3, variant: 'v1' }];
   const { app, repo } = await startAppWithRepo(t, {}, versions);
   const rollout = defaultRollout();
   rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
@@ -110,7 +104,7 @@ test('the automatic rollback zeroes only the canary it judged: a newer canary na
 });
 
 test('a rollback already done (by another process) writes nothing and says so', async (t) => {
-  const { app, repo } = await startAppWithRepo(t, {}, kTwoEach);
+  const { app, repo } = await startAppWithRepo(t, {}, kTwoVersionsEach);
   const rollout = defaultRollout();
   rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
   await app.ranker.loader.setRollout(rollout);

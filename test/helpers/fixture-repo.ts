@@ -107,6 +107,14 @@ export interface FixtureRepo {
 }
 
 /** A repository with feed-ctr@1 and feed-cvr@1 (the v2 weights) routed for the feed surface. */
+/** Versions 1 and 2 of feed-ctr and feed-cvr: enough for stable + canary of both objectives. */
+export const kTwoVersionsEach: VersionSpec[] = [
+  { name: 'feed-ctr', version: 1, variant: 'v1' },
+  { name: 'feed-ctr', version: 2, variant: 'v1' },
+  { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+  { name: 'feed-cvr', version: 2, variant: 'v2', objective: 'cvr' },
+];
+
 export function makeRepo(versions: VersionSpec[] = [
   { name: 'feed-ctr', version: 1, variant: 'v1' },
   { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
