@@ -3,8 +3,10 @@
  *
  *  1. the model ceiling: raw session.run of the routed ctr and cvr models in this process;
  *  2. a concurrency sweep (closed loop, autocannon) against the server (a) as configured and
- *     (b) with SKIP_INFERENCE=true (the HTTP + JSON + features floor), both up, in pairs per point;
- *  3. fixed-rate tests at 70% and 200% of the best sweep rate (open loop), shedding at overload;
+ *     (b) with SKIP_INFERENCE=true (the HTTP + JSON + features floor), both up, in pairs per point
+ *     (server first at every other point, floor first at the rest);
+ *  3. fixed-rate tests at 70% and 200% of the best sweep rate that refused at most 0.5% (open loop),
+ *     shedding at overload;
  *     the open-loop capacity (the highest paced rate served without refusals) and 70% of it;
  *  4. requests with a deadline that cannot be met, under load: they must be rejected early (504).
  *
@@ -16,8 +18,8 @@ import path from 'node:path';
 import { flagChoice, flagList, flagNumber, flagText, parseFlags } from './lib/args.js';
 import { makeBodies, withFields } from './lib/bodies.js';
 import { measureCeiling, type ModelCeiling } from './lib/ceiling.js';
-import { kMaxRefusedShare, kMinDeliveredShare, searchCapacity, type CapacitySearch } from './lib/capacity.js';
-import { closedLoop, openLoop, type RunSummary } from './lib/load.js';
+import { kMaxRefusedShare, kMinDeliveredShare, pickPeak, searchCapacity, type CapacitySearch } from './lib/capacity.js';
+import { closedLoop, kDeliveryGraceMs, openLoop, refusedOf, refusedShareOf, scheduledOf, type RunSummary } from './lib/load.js';
 import { scrape, serverSide, type ServerSide } from './lib/metrics.js';
 import { openRepo, routedModels } from './lib/repo.js';
 import { hostInfo, readCpuTimes, stolenShare, stolenText, table, timestamp, writeResults } from './lib/report.js';
@@ -33,10 +35,18 @@ interface SweepPoint {
   concurrency: number;
   rps: number;
   candPerS: number;
+  /** Latency of the 2xx responses: a point that sheds answers its 503s in a few ms. */
+  p50Ok: number;
+  p90Ok: number;
+  p99Ok: number;
+  /** Latency of all responses, 503s included (the JSON keeps it; the table and plot show p..Ok). */
   p50: number;
   p90: number;
   p99: number;
+  /** Non-2xx + failed requests (timeouts are among the failed ones, counted once). */
   errors: number;
+  /** errors over all requests sent. */
+  refusedShare: number;
   /** server cand/s divided by the raw model ceiling (all pool workers busy on session.run). */
   ratioToCeiling: number;
   run: RunSummary;
@@ -144,15 +154,19 @@ async function main(): Promise<void> {
         concurrency: c,
         rps: summary.rps,
         candPerS,
+        p50Ok: summary.latencyOk.p50,
+        p90Ok: summary.latencyOk.p90,
+        p99Ok: summary.latencyOk.p99,
         p50: summary.latency.p50,
         p90: summary.latency.p90,
         p99: summary.latency.p99,
-        errors: summary.non2xx + summary.errors + summary.timeouts,
+        errors: refusedOf(summary),
+        refusedShare: round(refusedShareOf(summary), 4),
         ratioToCeiling: round(candPerS / ceilingServer, 3),
         run: summary,
         server: side,
       };
-      log(`${label} c=${c}: ${point.rps} rps, ${candPerS} cand/s, p50 ${point.p50} p90 ${point.p90} p99 ${point.p99} ms, errors ${point.errors} ${JSON.stringify(summary.status)}`);
+      log(`${label} c=${c}: ${point.rps} rps, ${candPerS} cand/s, 2xx p50 ${point.p50Ok} p90 ${point.p90Ok} p99 ${point.p99Ok} ms (all responses p99 ${point.p99}), errors ${point.errors} ${JSON.stringify(summary.status)}`);
       log(`  ${describeServer(side)}`);
       return point;
     };
@@ -161,7 +175,9 @@ async function main(): Promise<void> {
     // 2. the server as configured and its floor, both up, each concurrency measured on one and then
     // the other: this VM's speed drifts by tens of percent within minutes, and two sweeps run minutes
     // apart put that drift into the ratio (0.72-0.81 at c=4 that way, 0.80-1.03 in pairs;
-    // docs/DESIGN-NOTES.md 16). The idle one of the two costs no measurable CPU.
+    // docs/DESIGN-NOTES.md 16). The idle one of the two costs no measurable CPU. The order alternates
+    // per point (server, floor; floor, server; ...): a host speeding up or slowing down through the
+    // sweep would otherwise always favour the one measured first.
     const logDir = path.join(options.out, 'logs');
     (await import('node:fs')).mkdirSync(logDir, { recursive: true });
     const server = await startServer({ repo: repo.dir, env: serverEnv(false), logFile: path.join(logDir, `bench-${stamp}-server.log`) });
@@ -174,12 +190,21 @@ async function main(): Promise<void> {
     await warm(floorServer);
     const normal: SweepPoint[] = [];
     const floor: SweepPoint[] = [];
-    for (const c of options.concurrency) {
-      normal.push(await measurePoint(server, 'server', c));
-      floor.push(await measurePoint(floorServer, 'floor', c));
+    for (const [i, c] of options.concurrency.entries()) {
+      const measureServer = async () => void normal.push(await measurePoint(server, 'server', c));
+      const measureFloor = async () => void floor.push(await measurePoint(floorServer, 'floor', c));
+      for (const measure of i % 2 === 0 ? [measureServer, measureFloor] : [measureFloor, measureServer]) await measure();
     }
-    const best = normal.reduce((a, b) => (b.rps > a.rps ? b : a));
+    // The peak that the fixed-rate rows, the capacity search and the re-checks follow: the highest
+    // point that refused at most kMaxRefusedShare (lib/capacity.ts pickPeak), beside the highest of all.
+    const { peak: best, highest, qualified: peakQualified } = pickPeak(normal);
     const maxRps = best.rps;
+    const peakText =
+      `max sustainable = ${maxRps} rps at concurrency ${best.concurrency}` +
+      (peakQualified
+        ? ` (the highest sweep point with at most ${kMaxRefusedShare * 100}% refused; the highest of all: ${highest.rps} rps at c=${highest.concurrency}, ${round(highest.refusedShare * 100, 1)}% refused)`
+        : ` (**no sweep point refused at most ${kMaxRefusedShare * 100}%: this is the highest of all, with ${round(best.refusedShare * 100, 1)}% refused**)`);
+    log(peakText);
 
     // 3. fixed rate: 70% (open loop; plus autocannon overallRate for comparison) and 200% (overload).
     // Both rates follow the sweep's peak, as the targets define them. This VM's speed drifts by tens
@@ -188,7 +213,7 @@ async function main(): Promise<void> {
     // run while the host was slower is then visible as such instead of read as the server's tail.
     const recheck = async (when: string) => {
       const s = (await closedLoop({ url: server.url, connections: best.concurrency, durationS: options.recheckS, body: next })).summary;
-      const point = { when, rps: s.rps, ofPeak: round(s.rps / maxRps, 3), p99: s.latency.p99, errors: s.non2xx + s.errors + s.timeouts };
+      const point = { when, rps: s.rps, ofPeak: round(s.rps / maxRps, 3), p99: s.latency.p99, p99Ok: s.latencyOk.p99, errors: refusedOf(s) };
       log(`capacity ${when}: ${point.rps} rps at c=${best.concurrency} (${point.ofPeak} of the sweep's peak), p99 ${point.p99} ms`);
       return point;
     };
@@ -217,7 +242,7 @@ async function main(): Promise<void> {
     // (docs/DESIGN-NOTES.md 23 and 24).
     const capacity: CapacitySearch = await searchCapacity(maxRps, async (rate) => {
       const { summary } = await openLoop({ url: server.url, rate, durationS: options.probeS, leadInS: Math.min(1, options.leadInS), body: next });
-      log(`capacity probe ${rate}/s (open loop): ${summary.rps} rps ok, non-2xx ${summary.non2xx}, p99 ${summary.latency.p99} ms`);
+      log(`capacity probe ${rate}/s (open loop): ${summary.deliveredRps} 2xx/s delivered within the window (${summary.rps} ok rps with the drain), non-2xx ${summary.non2xx}, errors ${summary.errors}, dropped ${summary.clientDropped}, p99 ${summary.latency.p99} ms`);
       return summary;
     });
     log(`open-loop capacity: ${capacity.rps ?? 'none found'}${capacity.ofPeak === null ? '' : ` req/s (${capacity.ofPeak} of the closed-loop peak)`}`);
@@ -242,8 +267,13 @@ async function main(): Promise<void> {
       shed503: count(at200, 503),
       shed429: count(at200, 429),
       deadline504: count(at200, 504),
-      shedShare: round((count(at200, 503) + count(at200, 429)) / Math.max(1, at200.completed), 4),
-      rejectedShare: round(at200.non2xx / Math.max(1, at200.completed), 4),
+      // Over every request scheduled: one that failed or that the client dropped was not served either.
+      scheduled: scheduledOf(at200),
+      errors: at200.errors,
+      timeouts: at200.timeouts,
+      clientDropped: at200.clientDropped ?? 0,
+      shedShare: round((count(at200, 503) + count(at200, 429)) / Math.max(1, scheduledOf(at200)), 4),
+      rejectedShare: round(refusedShareOf(at200), 4),
       goodputRps: at200.rps,
       p99Accepted: at200.latencyOk.p99,
       p50Accepted: at200.latencyOk.p50,
@@ -252,7 +282,7 @@ async function main(): Promise<void> {
       leadIn: leadInOf(at200run),
       server: at200run.server,
     };
-    log(`overload 200% (${rate200}/s): goodput ${at200.rps} rps, shed ${(overload.shedShare * 100).toFixed(1)}% (503 ${overload.shed503}, 429 ${overload.shed429}), 504 ${overload.deadline504}, p99 accepted ${overload.p99Accepted} ms (lead-in: ${overload.leadIn?.p99Accepted ?? '-'} ms)`);
+    log(`overload 200% (${rate200}/s): goodput ${at200.rps} rps, shed ${(overload.shedShare * 100).toFixed(1)}% (503 ${overload.shed503}, 429 ${overload.shed429}), 504 ${overload.deadline504}, errors ${overload.errors} (timeouts ${overload.timeouts}), dropped ${overload.clientDropped}, p99 accepted ${overload.p99Accepted} ms (lead-in: ${overload.leadIn?.p99Accepted ?? '-'} ms)`);
     log(`  ${describeServer(at200run.server)}`);
     const recheckAfter = await recheck('after the overload row');
     const rechecks = [recheckBefore, recheckAfter];
@@ -290,13 +320,13 @@ async function main(): Promise<void> {
       concurrency: p.concurrency,
       rps: p.rps,
       candPerS: p.candPerS,
-      p50: p.p50,
-      p90: p.p90,
-      p99: p.p99,
+      p50Ok: p.p50Ok,
+      p90Ok: p.p90Ok,
+      p99Ok: p.p99Ok,
       errors: p.errors,
       ratioToCeiling: p.ratioToCeiling,
       floorRps: floor[i].rps,
-      floorP99: floor[i].p99,
+      floorP99Ok: floor[i].p99Ok,
       serverOverFloorRps: round(p.rps / floor[i].rps, 3),
       cpuMsPerAnswer: p.server.cpuMsPerAnswer,
       floorCpuMsPerAnswer: floor[i].server.cpuMsPerAnswer,
@@ -314,7 +344,16 @@ async function main(): Promise<void> {
       ceiling: { models: ceilings, cpaShare, combinedCandPerSPerCore: ceilingSingle, combinedBestBatchCandPerS: ceilingBest, serverCeilingCandPerS: ceilingServer },
       sweep: { normal, floor },
       table: rows,
-      maxSustainable: { rps: maxRps, concurrency: best.concurrency, rechecks, drifted },
+      maxSustainable: {
+        rps: maxRps,
+        concurrency: best.concurrency,
+        refusedShare: best.refusedShare,
+        // false: no sweep point refused at most kMaxRefusedShare, and this is the highest of all.
+        qualified: peakQualified,
+        highest: { rps: highest.rps, concurrency: highest.concurrency, refusedShare: highest.refusedShare },
+        rechecks,
+        drifted,
+      },
       fixedRate: {
         at70: { targetRate: rate70, run: at70, server: at70run.server },
         at70autocannon: { targetRate: Math.round(rate70), run: at70cannon },
@@ -327,31 +366,32 @@ async function main(): Promise<void> {
       deadline,
     };
 
-    const header = ['conc', 'rps', 'cand/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'x ceiling', 'floor rps', 'floor p99', 'x floor', 'CPU ms/answer', 'floor CPU ms/answer'];
+    const header = ['conc', 'rps', 'cand/s', 'p50 2xx ms', 'p90 2xx ms', 'p99 2xx ms', 'errors', 'x ceiling', 'floor rps', 'floor p99 2xx ms', 'x floor', 'CPU ms/answer', 'floor CPU ms/answer'];
     const text = table(
       header,
-      rows.map((r) => [r.concurrency, r.rps, r.candPerS, r.p50, r.p90, r.p99, r.errors, r.ratioToCeiling, r.floorRps, r.floorP99, r.serverOverFloorRps, r.cpuMsPerAnswer ?? '-', r.floorCpuMsPerAnswer ?? '-']),
+      rows.map((r) => [r.concurrency, r.rps, r.candPerS, r.p50Ok, r.p90Ok, r.p99Ok, r.errors, r.ratioToCeiling, r.floorRps, r.floorP99Ok, r.serverOverFloorRps, r.cpuMsPerAnswer ?? '-', r.floorCpuMsPerAnswer ?? '-']),
     );
     const ceilingText = table(
       ['model', 'cand/batch', 'cand/s (1 thread)', 'run p50 ms', 'run p99 ms', 'features ms/req'],
       ceilings.flatMap((c) => c.points.map((p) => [`${c.objective} ${c.name}@${c.version}`, p.candidatesPerBatch, p.candPerS, p.runMsP50, p.runMsP99, c.encode.msPerRequest])),
     );
+    const clientLag = (s: RunSummary) => (s.clientLagP99Ms === undefined ? '-' : `${s.clientLagP99Ms} / ${s.clientLagMaxMs}`);
     // One open-loop run as a row of the scenario table; the lead-in's statuses only where the onset matters.
     const openLoopRow = (name: string, rate: number, run: { summary: RunSummary; server: ServerSide; leadIn?: { summary: RunSummary } }, leadInStatuses: boolean) => {
       const s = run.summary;
       const leadIn = leadInOf(run);
-      return [name, rate, s.rps, s.latency.p50, s.latency.p99, s.latencyOk.p99, run.server.serverP99AtMostMs ?? '-', s.clientLoopDelayP99Ms ?? '-', s.non2xx, JSON.stringify(s.status), leadIn?.p99Accepted ?? '-', leadInStatuses && leadIn ? JSON.stringify(leadIn.status) : '-'];
+      return [name, rate, s.rps, s.latency.p50, s.latency.p99, s.latencyOk.p99, run.server.serverP99AtMostMs ?? '-', clientLag(s), s.non2xx, s.errors, s.timeouts, s.clientDropped ?? 0, JSON.stringify(s.status), leadIn?.p99Accepted ?? '-', leadInStatuses && leadIn ? JSON.stringify(leadIn.status) : '-'];
     };
     const scenarioText = table(
-      ['scenario', 'offered /s', 'ok rps', 'p50 ms', 'p99 ms', 'p99 ok ms', 'server p99 <= ms', 'client lag p99 ms', 'non-2xx', 'statuses', 'lead-in p99 ok ms', 'lead-in statuses'],
+      ['scenario', 'offered /s', 'ok rps', 'p50 ms', 'p99 ms', 'p99 ok ms', 'server p99 <= ms', 'client lag p99 / max ms', 'non-2xx', 'errors', 'of which timeouts', 'client-dropped', 'statuses', 'lead-in p99 ok ms', 'lead-in statuses'],
       [
         openLoopRow('70% open loop', rate70, at70run, true),
         openLoopRow('70% open loop, floor', rate70, at70floorRun, false),
-        ['70% autocannon overallRate', Math.round(rate70), at70cannon.rps, at70cannon.latency.p50, at70cannon.latency.p99, at70cannon.latencyOk.p99, '-', '-', at70cannon.non2xx, JSON.stringify(at70cannon.status), '-', '-'],
+        ['70% autocannon overallRate', Math.round(rate70), at70cannon.rps, at70cannon.latency.p50, at70cannon.latency.p99, at70cannon.latencyOk.p99, '-', '-', at70cannon.non2xx, at70cannon.errors, at70cannon.timeouts, '-', JSON.stringify(at70cannon.status), '-', '-'],
         ...(at70pacedRun ? [openLoopRow('70% of open-loop capacity', rate70paced!, at70pacedRun, false)] : []),
         ...(at70pacedFloorRun ? [openLoopRow('same rate, floor', rate70paced!, at70pacedFloorRun, false)] : []),
         openLoopRow('200% open loop', rate200, at200run, true),
-        [`deadline ${options.deadlineMs} ms (+bg c=${bg.summary.connections})`, deadlineRate, dl.summary.rps, dl.summary.latency.p50, dl.summary.latency.p99, dl.summary.latencyOk.p99, '-', dl.summary.clientLoopDelayP99Ms ?? '-', dl.summary.non2xx, JSON.stringify(dl.summary.status), '-', '-'],
+        [`deadline ${options.deadlineMs} ms (+bg c=${bg.summary.connections})`, deadlineRate, dl.summary.rps, dl.summary.latency.p50, dl.summary.latency.p99, dl.summary.latencyOk.p99, '-', clientLag(dl.summary), dl.summary.non2xx, dl.summary.errors, dl.summary.timeouts, dl.summary.clientDropped ?? 0, JSON.stringify(dl.summary.status), '-', '-'],
       ],
     );
     const sideRows: Array<[string, ServerSide]> = [
@@ -379,7 +419,7 @@ async function main(): Promise<void> {
       '',
       text,
       '',
-      `rps = 2xx responses/s; cand/s = rps x ${options.candidates}; latency over all responses; x ceiling = cand/s / ${ceilingServer} ` +
+      `rps = 2xx responses/s; cand/s = rps x ${options.candidates}; p50/p90/p99 over the 2xx responses only (the JSON also has them over all responses, whose fast 503s pull them down); errors = non-2xx + failed requests; x ceiling = cand/s / ${ceilingServer} ` +
         `(raw session.run ctr+cvr, ${workers} worker(s)); floor = the same server with SKIP_INFERENCE=true; x floor = rps / floor rps; ` +
         `CPU ms/answer = the server's CPU time (all threads) per request answered with any status (the 503s of an overloaded point cost little), from process_cpu_seconds_total: it moves far less with the host's speed than rps does.`,
       '',
@@ -389,16 +429,16 @@ async function main(): Promise<void> {
       '',
       `Combined ctr + cvr: ${ceilingSingle} cand/s per core with single-request batches, ${ceilingBest} with the best batch size.`,
       '',
-      `## Fixed rate, overload and deadline (max sustainable = ${maxRps} rps at concurrency ${best.concurrency})`,
+      `## Fixed rate, overload and deadline (${peakText})`,
       '',
       scenarioText,
       '',
-      `Overload (200%): ${(overload.shedShare * 100).toFixed(1)}% shed with 503/429, ${(overload.rejectedShare * 100).toFixed(1)}% non-2xx in all (504: ${overload.deadline504}); p99 of accepted requests ${overload.p99Accepted} ms (p50 ${overload.p50Accepted}).`,
+      `Overload (200%), over all ${overload.scheduled} requests scheduled: ${(overload.shedShare * 100).toFixed(1)}% shed with 503/429, ${(overload.rejectedShare * 100).toFixed(1)}% not served 2xx in all (504: ${overload.deadline504}; failed ${overload.errors}, of which timeouts ${overload.timeouts}; dropped by the client ${overload.clientDropped}); p99 of accepted requests ${overload.p99Accepted} ms (p50 ${overload.p50Accepted}).`,
       `The open-loop rows measure ${options.fixedS} s after a ${options.leadInS} s lead-in at the same rate on the same connections (the onset: a cold client opening its connections, admission control reaching sustained overload); the lead-in columns are that onset, left out of the row. Server-side rows below include the lead-in. ` +
-        `server p99 <= ms: the server's own p99 (arrival to response, admission wait and body parsing included; parse to response before 2026-12-03) from its histogram, an upper bound; client lag p99 ms: the load generator's own event-loop delay while it sent (it shares the cores), which its latencies include.`,
-      `Open-loop capacity (the highest paced rate with at most ${kMaxRefusedShare * 100}% refused and at least ${kMinDeliveredShare * 100}% of the rate answered 2xx; ${options.probeS} s probes down from the closed-loop peak in steps of 10%, then one halfway back): ` +
+        `server p99 <= ms: the server's own p99 (arrival to response, admission wait and body parsing included; parse to response before 2026-12-03) from its histogram, an upper bound, 2xx only; client lag: how late the load generator sent each request against its schedule (p99 / max; it shares the cores), which its latencies include; errors: requests with no complete response (socket errors, cut-off bodies, timeouts); client-dropped: sends skipped with the client's in-flight limit reached.`,
+      `Open-loop capacity (the highest paced rate with at most ${kMaxRefusedShare * 100}% refused (non-2xx, failed or dropped) and at least ${kMinDeliveredShare * 100}% of the rate answered 2xx within the probe's window plus ${kDeliveryGraceMs} ms; ${options.probeS} s probes down from the closed-loop peak in steps of 10%, then one halfway back): ` +
         (capacity.rps === null ? 'none of the probes was sustained.' : `${capacity.rps} req/s, ${capacity.ofPeak} of the closed-loop peak. `) +
-        `Probes: ${capacity.probes.map((p) => `${p.rate}/s ${p.sustained ? 'kept up' : 'did not'} (${p.okRps} ok/s, ${p.non2xx} non-2xx)`).join('; ')}.`,
+        `Probes: ${capacity.probes.map((p) => `${p.rate}/s ${p.sustained ? 'kept up' : 'did not'} (${p.deliveredRps} 2xx/s within the window, ${p.non2xx} non-2xx, ${p.errors} failed, ${p.clientDropped} dropped)`).join('; ')}.`,
       `Deadline ${options.deadlineMs} ms: ${deadline.rejected504} of ${dl.summary.completed} answered 504; 504 latency p50 ${deadline.latency504.p50} ms, p99 ${deadline.latency504.p99} ms.`,
       `Capacity re-checked (closed loop, ${options.recheckS} s at c=${best.concurrency}): ${rechecks.map((r) => `${r.when} ${r.rps} rps (${r.ofPeak} of the sweep's peak)`).join('; ')}.` +
         (drifted ? ' **The host ran more than 15% away from the sweep\'s speed during the fixed-rate rows: read them against these re-checks.**' : ''),
@@ -407,7 +447,7 @@ async function main(): Promise<void> {
       '',
       sideText,
       '',
-      'server mean ms = rank_request_duration_ms (arrival to response: admission wait and parsing included since 2026-12-03; excludes time in socket buffers); server p99 <= ms = upper bound of the histogram bucket holding its p99 (the buckets are coarse; - past the last finite bucket); workers busy = session.run time / (wall x workers); CPU ms/answer = server CPU time (all threads) per answered request, any status; main thread ms/answer = the same for the HTTP thread alone (/proc, one process only); cores busy = CPU time / wall time; ' +
+      'server mean ms = rank_request_duration_ms (arrival to response: admission wait and parsing included since 2026-12-03; excludes time in socket buffers; 2xx responses only); server p99 <= ms = upper bound of the histogram bucket holding its p99 (the buckets are coarse; - past the last finite bucket); workers busy = session.run time / (wall x workers); CPU ms/answer = server CPU time (all threads) per answered request, any status; main thread ms/answer = the same for the HTTP thread alone (/proc, one process only); cores busy = CPU time / wall time; ' +
         'shed (reason) = rank_shed_total (before body parsing: inflight = bound full with no waiting line, line_full = waiting line full, wait_timeout = no place within the wait, event_loop = lag controller; deadline = early 504); scoring outcomes = model_requests_total (SERVER_OVERLOADED = pool queue full, MAX_QUEUED_CANDIDATES).',
       '',
     ].join('\n');

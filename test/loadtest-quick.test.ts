@@ -55,9 +55,23 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 300_
     assert.ok(mainThreadCpuMsPerAnswer > 0 && mainThreadCpuMsPerAnswer <= cpuMsPerAnswer * 1.05 && coresBusy > 0, JSON.stringify(point.server));
   }
   // Only 200 or an admission-control 503 (the machine may be busy); never a 4xx or another 5xx.
+  // A point's errors count each failed request once (a timeout is one of the errors), and its
+  // responses and failures are what it sent, less at most one request per connection still open
+  // when the point ended.
+  const total = (status: Record<string, number>) => Object.values(status).reduce((a, n) => a + n, 0);
   for (const point of [...b.sweep.normal, ...b.sweep.floor]) {
     assert.deepEqual(Object.keys(point.run.status).filter((code) => code !== '200' && code !== '503'), [], JSON.stringify(point.run.status));
+    assert.equal(point.errors, point.run.non2xx + point.run.errors, JSON.stringify(point.run));
+    const answered = total(point.run.status) + point.run.errors;
+    assert.ok(answered <= point.run.sent && answered >= point.run.sent - point.concurrency, JSON.stringify(point.run));
+    assert.ok(point.p99Ok === null || point.p99Ok > 0, JSON.stringify(point));
   }
+  // The peak the fixed-rate rows follow refused at most 0.5%, unless no point did (and it says so).
+  const peak = b.maxSustainable;
+  const clean = b.sweep.normal.filter((p: { refusedShare: number }) => p.refusedShare <= 0.005);
+  assert.equal(peak.qualified, clean.length > 0, JSON.stringify(peak));
+  assert.equal(peak.rps, Math.max(...(peak.qualified ? clean : b.sweep.normal).map((p: { rps: number }) => p.rps)), JSON.stringify(peak));
+  assert.equal(peak.highest.rps, Math.max(...b.sweep.normal.map((p: { rps: number }) => p.rps)));
   assert.equal(b.ceiling.models.length, 2);
   assert.ok(b.ceiling.serverCeilingCandPerS > 0);
   assert.ok(b.deadline.rejected504 > 0, `an unmeetable deadline is answered 504: ${JSON.stringify(b.deadline.status)}`);
@@ -67,7 +81,19 @@ test('bench and swap run end to end in --quick --fixtures mode', { timeout: 300_
   assert.ok(b.host.stolenShare === null || (b.host.stolenShare >= 0 && b.host.stolenShare <= 1), JSON.stringify(b.host));
   assert.match(benchMarkdown, /CPU time stolen by the hypervisor/);
   // The 70% row says how much of its tail is the client's and bounds the server's own p99.
-  assert.ok(b.fixedRate.at70.run.clientLoopDelayP99Ms > 0, JSON.stringify(b.fixedRate.at70.run));
+  const at70 = b.fixedRate.at70.run;
+  assert.ok(at70.clientLagP99Ms > 0 && at70.clientLagMaxMs >= at70.clientLagP99Ms, JSON.stringify(at70));
+  // Open-loop rows: every request scheduled in the row was sent or dropped, and every one sent was
+  // answered (in the statuses) or failed, once.
+  for (const row of [b.fixedRate.at70, b.fixedRate.at70floor, b.overload]) {
+    const run = row.run;
+    assert.ok(Math.abs(run.sent + run.clientDropped - row.targetRate * b.options.fixedS) <= 1, JSON.stringify(run));
+    assert.equal(total(run.status) + run.errors, run.sent, JSON.stringify(run));
+  }
+  // The overload shares are over every request scheduled, failures and drops refused too.
+  const o = b.overload;
+  assert.equal(o.scheduled, o.run.sent + o.run.clientDropped);
+  assert.ok(Math.abs(o.rejectedShare - (o.run.non2xx + o.run.errors + o.run.clientDropped) / o.scheduled) <= 5e-5, JSON.stringify(o.run));
   assert.ok(b.fixedRate.at70.server.serverP99AtMostMs === null || b.fixedRate.at70.server.serverP99AtMostMs > 0);
   // The floor is run at the same 70% rate, so that row's tail can be read against HTTP + JSON alone.
   assert.equal(b.fixedRate.at70floor.targetRate, b.fixedRate.at70.targetRate);

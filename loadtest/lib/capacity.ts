@@ -7,9 +7,13 @@
  * of the closed-loop peak can then be the whole of what the host serves paced. This search measures
  * the paced capacity directly, so that a "70%" row can also be run at 70% of it.
  */
-import type { RunSummary } from './load.js';
+import { refusedShareOf, type RunSummary } from './load.js';
 
-/** A paced run keeps up when almost every request is answered 2xx and answers arrive at the offered rate. */
+/**
+ * A paced run keeps up when almost every request is answered 2xx and answers arrive at the offered
+ * rate: at least kMinDeliveredShare of it in 2xx completed within the window (plus load.ts'
+ * kDeliveryGraceMs), so that a server that never refuses but queues ever more does not pass.
+ */
 export const kMaxRefusedShare = 0.005;
 export const kMinDeliveredShare = 0.97;
 
@@ -18,7 +22,12 @@ export interface Probe {
   ofPeak: number;
   sustained: boolean;
   okRps: number;
+  /** 2xx per second completed within the probe's window (what sustains() compares with the rate). */
+  deliveredRps: number;
   non2xx: number;
+  /** Failed requests (timeouts included) and client drops: refused too. */
+  errors: number;
+  clientDropped: number;
   p99: number;
 }
 
@@ -30,9 +39,29 @@ export interface CapacitySearch {
 }
 
 export function sustains(run: RunSummary, rate: number): boolean {
-  const answered = Math.max(1, run.completed + run.errors + run.timeouts + (run.clientDropped ?? 0));
-  const refused = run.non2xx + run.errors + run.timeouts + (run.clientDropped ?? 0);
-  return refused / answered <= kMaxRefusedShare && run.rps >= kMinDeliveredShare * rate;
+  // A closed-loop summary has no window of its own; its rps is what completed during the run.
+  const delivered = run.deliveredRps ?? run.rps;
+  return refusedShareOf(run) <= kMaxRefusedShare && delivered >= kMinDeliveredShare * rate;
+}
+
+export interface PeakPoint {
+  concurrency: number;
+  rps: number;
+  /** Non-2xx + failed requests over all sent. */
+  refusedShare: number;
+}
+
+/**
+ * The sweep's "max sustainable" point: the highest rps among the points that refused at most
+ * kMaxRefusedShare of what they sent. A point that answers 96% of its requests 503 in a few ms
+ * serves no more 2xx than one that queues them, and a rate taken from it overstates what the server
+ * sustains. When no point qualifies, the highest of all (`qualified: false`, to be said so).
+ */
+export function pickPeak<T extends PeakPoint>(points: T[]): { peak: T; highest: T; qualified: boolean } {
+  const highestOf = (xs: T[]) => xs.reduce((a, b) => (b.rps > a.rps ? b : a));
+  const highest = highestOf(points);
+  const clean = points.filter((p) => p.refusedShare <= kMaxRefusedShare);
+  return clean.length > 0 ? { peak: highestOf(clean), highest, qualified: true } : { peak: highest, highest, qualified: false };
 }
 
 /**
@@ -49,7 +78,7 @@ export async function searchCapacity(
   const run = async (ofPeak: number) => {
     const rate = Math.max(1, Math.round(peakRps * ofPeak * 10) / 10);
     const summary = await probe(rate);
-    const p: Probe = { rate, ofPeak: Math.round(ofPeak * 1000) / 1000, sustained: sustains(summary, rate), okRps: summary.rps, non2xx: summary.non2xx, p99: summary.latency.p99 };
+    const p: Probe = { rate, ofPeak: Math.round(ofPeak * 1000) / 1000, sustained: sustains(summary, rate), okRps: summary.rps, deliveredRps: summary.deliveredRps ?? summary.rps, non2xx: summary.non2xx, errors: summary.errors, clientDropped: summary.clientDropped ?? 0, p99: summary.latency.p99 };
     probes.push(p);
     return p;
   };

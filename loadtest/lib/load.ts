@@ -8,7 +8,6 @@
  * Both record every response (completion time, latency, status) for exact percentiles per status.
  */
 import http from 'node:http';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import autocannon, { type AutocannonRequest } from 'autocannon';
 import { summarize, type LatencySummary } from './stats.js';
 
@@ -35,16 +34,50 @@ export interface RunSummary {
   latencyOk: LatencySummary;
   status: Record<string, number>;
   non2xx: number;
+  /**
+   * Requests sent that got no complete response: socket errors, responses cut off mid-body and
+   * timeouts, each counted once (autocannon's convention), so that sum(status) + errors = sent once
+   * the run has drained. Not in `status`, `completed` or the latencies.
+   */
   errors: number;
+  /** Of `errors`, those that timed out (a part of it, not to be added to it). */
   timeouts: number;
   /** Open loop only: sends skipped because the client already had maxInflight requests open. */
   clientDropped?: number;
   /**
-   * Open loop only: p99 of the load generator's own event-loop delay while it sent, ms. The client
-   * shares the host's cores; its delays are in its latencies (they count from the scheduled send).
+   * Open loop only: 2xx responses to the window's requests that completed by the end of the window
+   * plus kDeliveryGraceMs, and that count per second of the window. Unlike `rps`, which also counts
+   * what arrived while the run drained, this falls short of the rate when the server falls behind.
    */
-  clientLoopDelayP99Ms?: number;
+  deliveredInWindow?: number;
+  deliveredRps?: number;
+  /**
+   * Open loop only: how late the client sent its requests (actual send minus scheduled time), p99
+   * and max, ms. The client shares the host's cores; a late send is in the latencies (they count
+   * from the scheduled time), so this is the part of a tail that is the client's own.
+   */
+  clientLagP99Ms?: number;
+  clientLagMaxMs?: number;
 }
+
+/** What a run was meant to send: open loop, every scheduled request, the ones the client dropped too. */
+export const scheduledOf = (run: RunSummary): number => run.sent + (run.clientDropped ?? 0);
+
+/** Requests not answered 2xx: non-2xx responses, failed requests (timeouts included) and client drops. */
+export const refusedOf = (run: RunSummary): number => run.non2xx + run.errors + (run.clientDropped ?? 0);
+
+/** refusedOf over every request scheduled (or sent, closed loop). */
+export const refusedShareOf = (run: RunSummary): number => refusedOf(run) / Math.max(1, scheduledOf(run));
+
+/**
+ * How long after an open-loop window its requests may still complete and count as delivered in it.
+ * Long enough for the requests sent in the window's last moments to come back at a healthy latency
+ * (tens of ms at up to 90% of capacity), so a server that keeps up loses only the rare answer slower
+ * than this; short against a 4 s capacity probe, so that a queue growing by 5% of the rate (the
+ * search's resolution) fails the 97% rule: with the 1 s lead-in's backlog, the window delivers
+ * (4 + 0.1 - 0.05 x 1) / (1.05 x 4) = 96.4% of what it was offered.
+ */
+export const kDeliveryGraceMs = 100;
 
 function summarizeSamples(samples: Sample[], durationS: number, extra: Partial<RunSummary> & Pick<RunSummary, 'mode' | 'sent' | 'errors' | 'timeouts'>): RunSummary {
   const status: Record<string, number> = {};
@@ -94,6 +127,7 @@ export function closedLoop(options: ClosedLoopOptions): Promise<{ summary: RunSu
   if (options.onBody) request.onResponse = (status, body) => options.onBody!(status, body);
   return new Promise((resolve, reject) => {
     const started = performance.now();
+    // autocannon counts a timeout in `errors` too (lib/run.js onTimeout), as RunSummary does.
     const instance = autocannon(
       {
         url: options.url,
@@ -155,6 +189,8 @@ interface Phase {
   errors: number;
   timeouts: number;
   dropped: number;
+  /** Per request sent: actual send minus scheduled time, ms. */
+  lags: number[];
 }
 
 export async function openLoop(options: OpenLoopOptions): Promise<{ summary: RunSummary; samples: Sample[]; leadIn?: { summary: RunSummary; samples: Sample[] } }> {
@@ -166,20 +202,30 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
   const leadInMs = Math.max(0, options.leadInS ?? 0) * 1000;
   const measuredFrom = started + leadInMs;
   const interval = 1000 / options.rate;
-  const phase = (): Phase => ({ samples: [], sent: 0, errors: 0, timeouts: 0, dropped: 0 });
+  const phase = (): Phase => ({ samples: [], sent: 0, errors: 0, timeouts: 0, dropped: 0, lags: [] });
   const leadIn = phase();
   const measured = phase();
   let inflight = 0;
   let stop = false;
   options.until?.then(() => (stop = true), () => (stop = true));
-  const loopDelay = monitorEventLoopDelay({ resolution: 2 });
-  loopDelay.enable();
-  const leadInEnd = leadInMs > 0 ? setTimeout(() => loopDelay.reset(), leadInMs) : null;
 
   const fire = (scheduled: number, index: number, into: Phase) => {
+    into.lags.push(performance.now() - scheduled);
     const body = options.body(index);
     inflight++;
     into.sent++;
+    // Every request ends exactly once, as a sample or as an error, and gives its in-flight place back:
+    // a failure can show as a timeout, a request error, or (once headers came) only as the response
+    // closing before its end, and some of these follow one another.
+    let finished = false;
+    let timedOut = false;
+    const fail = () => {
+      if (finished) return;
+      finished = true;
+      inflight--;
+      into.errors++;
+      if (timedOut) into.timeouts++;
+    };
     const req = http.request(
       {
         host: target.hostname,
@@ -194,7 +240,13 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
         const chunks: Buffer[] = [];
         if (options.onBody) res.on('data', (c: Buffer) => chunks.push(c));
         else res.resume();
+        res.on('error', fail);
+        res.on('close', () => {
+          if (!res.complete) fail();
+        });
         res.on('end', () => {
+          if (finished) return;
+          finished = true;
           inflight--;
           const now = performance.now();
           const sample = { at: now - origin, latency: now - scheduled, status: res.statusCode ?? 0 };
@@ -204,13 +256,10 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
       },
     );
     req.on('timeout', () => {
-      into.timeouts++;
+      timedOut = true;
       req.destroy(new Error('timeout'));
     });
-    req.on('error', () => {
-      inflight--;
-      into.errors++;
-    });
+    req.on('error', fail);
     req.end(body);
   };
 
@@ -232,19 +281,26 @@ export async function openLoop(options: OpenLoopOptions): Promise<{ summary: Run
     tick();
   });
   const sendEndedAt = performance.now();
-  loopDelay.disable();
-  if (leadInEnd) clearTimeout(leadInEnd);
-  const clientLoopDelayP99Ms = loopDelay.count > 0 ? +(loopDelay.percentile(99) / 1e6).toFixed(2) : undefined;
   // Let the requests in flight finish (bounded by their timeout).
   const drainUntil = performance.now() + (options.timeoutMs ?? 10_000) + 1000;
   while (inflight > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
   agent.destroy();
-  const summary = (p: Phase, durationS: number) => summarizeSamples(p.samples, durationS, { mode: 'open', targetRate: options.rate, sent: p.sent, errors: p.errors, timeouts: p.timeouts, clientDropped: p.dropped });
-  const measuredS = Math.max(0, sendEndedAt - measuredFrom) / 1000;
+  const summary = (p: Phase, from: number, to: number): RunSummary => {
+    const durationS = Math.max(0, to - from) / 1000;
+    const deliveredBy = to + kDeliveryGraceMs - origin;
+    const deliveredInWindow = p.samples.filter((s) => s.status >= 200 && s.status < 300 && s.at <= deliveredBy).length;
+    const lag = summarize(p.lags);
+    return {
+      ...summarizeSamples(p.samples, durationS, { mode: 'open', targetRate: options.rate, sent: p.sent, errors: p.errors, timeouts: p.timeouts, clientDropped: p.dropped }),
+      deliveredInWindow,
+      deliveredRps: durationS > 0 ? +(deliveredInWindow / durationS).toFixed(2) : 0,
+      ...(lag.count > 0 ? { clientLagP99Ms: +lag.p99.toFixed(2), clientLagMaxMs: +lag.max.toFixed(2) } : {}),
+    };
+  };
   return {
     samples: measured.samples,
-    summary: { ...summary(measured, measuredS), clientLoopDelayP99Ms },
-    ...(leadInMs > 0 ? { leadIn: { samples: leadIn.samples, summary: summary(leadIn, Math.min(leadInMs, sendEndedAt - started) / 1000) } } : {}),
+    summary: summary(measured, measuredFrom, sendEndedAt),
+    ...(leadInMs > 0 ? { leadIn: { samples: leadIn.samples, summary: summary(leadIn, started, Math.min(measuredFrom, sendEndedAt)) } } : {}),
   };
 }
 
