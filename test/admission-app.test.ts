@@ -96,8 +96,13 @@ test('a client that leaves the waiting line or drops an admitted request leaks n
   a.destroy();
   await until({ inflight: 0, waiting: 0 });
   // The bound and the line work as before: three at once, one in flight and two waiting, all served.
-  const codes = await Promise.all([1, 2, 3].map(async (seed) => (await fetch(`${url.origin}/v1/rank`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sampleRequest(20, 10, seed)) })).status));
-  assert.deepEqual(codes, [200, 200, 200]);
+  const answers = await Promise.all(
+    [1, 2, 3].map(async (seed) => {
+      const res = await fetch(`${url.origin}/v1/rank`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sampleRequest(20, 10, seed)) });
+      return { status: res.status, body: await res.text() };
+    }),
+  );
+  assert.deepEqual(answers.map((a) => a.status), [200, 200, 200], answers.map((a) => a.body.slice(0, 300)).join(' | '));
   await until({ inflight: 0, waiting: 0 });
 });
 
