@@ -9,9 +9,10 @@ import { kServerNodeFlags } from '../src/runtime-flags.js';
 import { makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest } from './helpers/app.js';
 
+/** A real server on free ports; the lag controller off as in test/helpers/app.ts (a starved CI host sheds at random). */
 function startServer(repo: string, env: Record<string, string> = {}, nodeFlags: readonly string[] = kServerNodeFlags) {
   const child = spawn(process.execPath, [...nodeFlags, path.join(projectRoot, 'dist', 'src', 'main.js')], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', MODEL_REPO: repo, ADMIN_PORT: '0', ADMIN_TOKEN: 'server-test-token-123', LOG_LEVEL: 'info', POOL_SIZE: '1', GATE_MAX_MS_PER_CANDIDATE: '1000', ...env },
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', MODEL_REPO: repo, ADMIN_PORT: '0', ADMIN_TOKEN: 'server-test-token-123', LOG_LEVEL: 'info', POOL_SIZE: '1', GATE_MAX_MS_PER_CANDIDATE: '1000', MAX_EVENT_LOOP_DELAY_MS: '60000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
