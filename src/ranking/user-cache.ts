@@ -5,11 +5,13 @@
 import { LRUCache } from 'lru-cache';
 import { encodeHistory, historyDigest, type EncodedHistory } from '../features/encode.js';
 import type { FeaturePlan } from '../features/plan.js';
-import type { RankRequest } from '../features/request.js';
+import type { HistoryEvent, RankRequest } from '../features/request.js';
 
 export class UserCache {
   readonly #cache: LRUCache<string, EncodedHistory> | null;
   readonly #onLookup: (hit: boolean) => void;
+  // One request's history is looked up once per model it meets (ctr, cvr, shadows): digest it once.
+  readonly #digests = new WeakMap<HistoryEvent[], string>();
   hits = 0;
   misses = 0;
 
@@ -22,7 +24,12 @@ export class UserCache {
     const history = request.user.history;
     // Short histories are cheaper to encode than to digest and look up.
     if (!this.#cache || !plan.usesHistory || !history || history.length < 16) return encodeHistory(plan, history);
-    const key = `${plan.modelKey}|${request.user.id}|${historyDigest(history)}`;
+    let digest = this.#digests.get(history);
+    if (digest === undefined) {
+      digest = historyDigest(history);
+      this.#digests.set(history, digest);
+    }
+    const key = `${plan.modelKey}|${request.user.id}|${digest}`;
     const cached = this.#cache.get(key);
     this.#onLookup(cached !== undefined);
     if (cached) {
