@@ -95,3 +95,40 @@ test('a non-numeric dense feature is a 400 that points at the client\'s candidat
   request.user.features = { activity: 'busy' };
   assert.match(pointerOf(() => encodeRequest(plan, request))!, /\/user\/features\/activity/);
 });
+
+test('a onehot on candidate.bid reads the bid, not a feature that happens to be named bid', () => {
+  const raw = fixtureManifest('feed-ctr', 1, 'feed', 'ctr', 'a'.repeat(64));
+  const adDense = raw.inputs.find((input) => input.name === 'ad_dense')!;
+  const source = adDense.source as { features: Array<{ field: string; transform: string; values?: number[] }> };
+  source.features[3] = { field: 'candidate.bid', transform: 'onehot', values: [0.5, 2] };
+  adDense.shape = ['N', 7];
+  const bidPlan = compileFeaturePlan(validateManifest(raw, 'test'));
+  const request = sampleRequest(2, 0, 6);
+  request.candidates[0].bid = 0.5;
+  request.candidates[0].features = { quality: 0.5, bid: 2 };
+  request.candidates[1].bid = 2;
+  request.candidates[1].features = { quality: 0.5 };
+  const ad = Array.from(assembleBatch(bidPlan, [encodeRequest(bidPlan, request)]).ad_dense.data as Float32Array);
+  assert.deepEqual(ad.slice(5, 7), [1, 0], 'bid 0.5 -> first slot, whatever features.bid says');
+  assert.deepEqual(ad.slice(12, 14), [0, 1], 'bid 2 -> second slot');
+});
+
+test('a onehot value of the wrong type is a 400; an unlisted value of the right type is an unseen category', () => {
+  const request = sampleRequest(2, 0, 8);
+  const messageOf = (run: () => unknown): string => {
+    try {
+      run();
+    } catch (error) {
+      assert.equal((error as { statusCode?: number }).statusCode, 400);
+      return (error as Error).message;
+    }
+    return assert.fail('expected a 400');
+  };
+  request.candidates[1].features = { quality: 0.5, creative: 2 };
+  assert.match(messageOf(() => encodeCandidates(plan, request)), /\/candidates\/1\/features\/creative.*must be a string for this model, got a number/);
+  request.candidates[1].features = { quality: 0.5, creative: 'hologram' };
+  const ad = Array.from(encodeCandidates(plan, request).dense[0]);
+  assert.deepEqual(ad.slice(7, 10), [0, 0, 0], 'unseen creative: all zeros');
+  request.user.features = { device: 1 };
+  assert.match(messageOf(() => encodeRequest(plan, request)), /\/user\/features\/device.*must be a string/);
+});

@@ -87,17 +87,20 @@ function fillDense(
 ): void {
   for (const column of plan.columns) {
     const map = column.origin === 'user' ? userFeatures : column.origin === 'context' ? context : candidate?.features;
-    const value = map?.[column.key];
+    // The bid is a field of the candidate, not of its feature map (a onehot read features.bid once).
+    const value = column.origin === 'bid' ? candidate!.bid : map?.[column.key];
     if (column.onehot) {
       if (value !== undefined) {
         const hit = column.onehot.get(value);
         if (hit !== undefined) target[base + column.offset + hit] = 1;
+        else if (column.onehotType !== null && typeof value !== column.onehotType) {
+          throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `must be a ${column.onehotType} for this model, got a ${typeof value}`);
+        }
       }
       continue;
     }
     let raw: number;
-    if (column.origin === 'bid') raw = candidate!.bid;
-    else if (value === undefined) raw = column.fallback;
+    if (value === undefined) raw = column.fallback;
     else if (typeof value === 'number') raw = value;
     else throw Errors.BAD_REQUEST(featurePointer(column, candidateIndex), `must be a number for this model, got a ${typeof value}`);
     const x = column.transform === 'log1p_standardize' ? Math.log1p(Math.max(raw, 0)) : raw;

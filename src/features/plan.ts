@@ -17,6 +17,12 @@ export interface DenseColumn {
   fallback: number;
   /** onehot: value -> column offset relative to `offset`. */
   onehot: Map<string | number, number> | null;
+  /**
+   * onehot: the one JS type of its values ('string' or 'number'), or null when they mix both. A value
+   * of the other type is a client error (a 400), where an unlisted value of the right type is an
+   * unseen category and encodes as all zeros, as in training.
+   */
+  onehotType: 'string' | 'number' | null;
   path: string;
 }
 
@@ -83,6 +89,7 @@ function denseColumns(features: DenseFeatureSpec[]): { columns: DenseColumn[]; w
       }
     }
     const onehot = f.transform === 'onehot' ? new Map((f.values ?? []).map((v, i) => [v, i] as [string | number, number])) : null;
+    const valueTypes = new Set((f.values ?? []).map((v) => typeof v as 'string' | 'number'));
     columns.push({
       origin,
       key,
@@ -92,6 +99,7 @@ function denseColumns(features: DenseFeatureSpec[]): { columns: DenseColumn[]; w
       std: f.std ?? 1,
       fallback: typeof f.default === 'number' ? f.default : f.mean ?? 0,
       onehot,
+      onehotType: valueTypes.size === 1 ? [...valueTypes][0] : null,
       path: f.field,
     });
     offset += onehot ? onehot.size : 1;
