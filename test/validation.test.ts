@@ -40,7 +40,9 @@ const cases: Array<[string, Mutate, number, string]> = [
   ['topK zero', (b) => (b.topK = 0), 400, '/topK'],
   ['topK above the candidate limit', (b) => (b.topK = 2001), 400, '/topK'],
   ['deadline not positive', (b) => (b.deadlineMs = 0), 400, '/deadlineMs'],
-  ['pin with a path-like name', (b) => (b.pin = { '../x': 1 }), 400, '/pin'],
+  ['pin with a path-like name', (b) => (b.pin = { '../x': 1 }), 400, '/pin/..~1x'],
+  ['pin with a name outside the pattern', (b) => (b.pin = { 'feed-ctr': 1, 'Feed-CTR': 2 }), 400, '/pin/Feed-CTR'],
+  ['pin version zero', (b) => (b.pin = { 'feed-ctr': 0 }), 400, '/pin/feed-ctr'],
 ];
 
 test('every bad-input class answers 400 with the JSON path of the offending field', async (t) => {

@@ -7,11 +7,14 @@ interface ValidationIssue {
   keyword?: string;
   message?: string;
   params?: Record<string, unknown>;
+  /** Set by Ajv on an error about an object's key (a `propertyNames` rule): the key that broke it. */
+  propertyName?: string;
 }
 
-/** JSON pointer of the offending field: the missing or unexpected property is appended. */
+/** JSON pointer of the offending field: the missing, unexpected or badly named property is appended. */
 export function issuePath(issue: ValidationIssue): string {
   let path = issue.instancePath ?? '';
+  if (issue.propertyName !== undefined) path += `/${pointerToken(issue.propertyName)}`;
   if (issue.keyword === 'required' && issue.params?.missingProperty) path += `/${pointerToken(String(issue.params.missingProperty))}`;
   if (issue.keyword === 'additionalProperties' && issue.params?.additionalProperty) path += `/${pointerToken(String(issue.params.additionalProperty))}`;
   return path || '/';
