@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
 import { inferInputs, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
@@ -291,4 +291,23 @@ test('scores that are NaN or outside [0, 1] at serving time fail the request as 
   assert.match(metrics, /model_requests_total\{model="feed-ctr",version="1",arm="stable",outcome="INFERENCE_FAILED"\} 2/);
   poison = (scores) => scores;
   assert.equal((await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(20, 10, 11) })).statusCode, 200);
+});
+
+test('historyTruncated counts the events dropped by whichever scoring model keeps fewer', async (t) => {
+  const repo = makeRepo();
+  t.after(() => repo.cleanup());
+  const cvrManifest = path.join(repo.dir, 'feed-cvr', '1', 'manifest.json');
+  const manifest = JSON.parse(readFileSync(cvrManifest, 'utf8'));
+  manifest.history = { maxLength: 64, buckets: [16, 64] };
+  writeFileSync(cvrManifest, JSON.stringify(manifest));
+  const app = await startApp(repo.dir);
+  t.after(() => app.close());
+  const body = sampleRequest(6, 100, 12);
+  body.candidates.forEach((c, i) => (c.bidType = i === 0 ? 'cpa' : 'cpc'));
+  const out = (await app.inject({ method: 'POST', url: '/v1/rank', payload: body })).json();
+  assert.equal(out.models.cvr?.name, 'feed-cvr', JSON.stringify(out).slice(0, 300));
+  assert.equal(out.historyTruncated, 100 - 64, 'the cvr model keeps 64 of 100 events; ctr keeps all');
+  body.candidates.forEach((c) => (c.bidType = 'cpc'));
+  const ctrOnly = (await app.inject({ method: 'POST', url: '/v1/rank', payload: body })).json();
+  assert.equal(ctrOnly.historyTruncated, undefined, 'no cpa candidate: only ctr scored, nothing dropped');
 });

@@ -140,7 +140,8 @@ export class RankService {
       }
 
       const { items: ranked, candidateIndex } = rankCandidates(request.candidates, pctr, pcvr, request.topK);
-      const truncated = ctrEncoded.user.history.truncated;
+      // The models may keep different history lengths: say what the one that kept the fewest dropped.
+      const truncated = Math.max(ctrEncoded.user.history.truncated, cvrEncoded?.user.history.truncated ?? 0);
       if (truncated > 0) this.#metrics.truncated.inc();
       const result: RankResult = {
         requestId: request.requestId ?? `r-${process.pid}-${++requestCounter}`,
