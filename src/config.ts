@@ -62,6 +62,7 @@ export interface Config {
   /** How long a flag edit waits for models/.rollout.lock held by another writer before ROLLOUT_LOCKED. */
   rolloutLockTimeoutMs: number;
   keepVersions: number;
+  modelMaxBytes: number;
   shadowMaxInflight: number;
   gate: {
     maxMeanShift: number;
@@ -203,6 +204,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     watchRepo: boolean(env, 'WATCH_REPO', true),
     rolloutLockTimeoutMs: integer(env, 'ROLLOUT_LOCK_TIMEOUT_MS', 5000, 0, kMaxTimerMs),
     keepVersions: integer(env, 'KEEP_VERSIONS', 2, 1, 20),
+    // The loader holds a loaded version's bytes for replacement workers: students are ~0.5 MB.
+    modelMaxBytes: integer(env, 'MODEL_MAX_BYTES', 256 * 1024 * 1024, 1024),
     shadowMaxInflight: integer(env, 'SHADOW_MAX_INFLIGHT', 4, 0, 1000),
     gate: {
       maxMeanShift: decimal(env, 'GATE_MAX_MEAN_SHIFT', 1.5, 0),

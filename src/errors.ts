@@ -67,6 +67,15 @@ export function isRankerError(error: unknown): error is RankerError {
   return error instanceof RankerError;
 }
 
+/**
+ * Errors that say the server could not run the model just then (no worker, a worker that exited, a
+ * shutdown), not that the model is bad: a model version that meets one is tried again later.
+ */
+export function isServerTrouble(error: unknown): boolean {
+  if (!isRankerError(error)) return false;
+  return [Errors.OVERLOADED.code, Errors.WORKER_EXITED.code, Errors.VERSION_UNAVAILABLE.code, Errors.SHUTTING_DOWN.code].includes(error.code);
+}
+
 /** Wrap any thrown value as a catalogue error, keeping it as the cause. */
 export function wrapInferenceError(key: string, error: unknown): RankerError {
   if (isRankerError(error)) return error;

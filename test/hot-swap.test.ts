@@ -1,7 +1,8 @@
 import { test } from 'node:test';
+import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, unlinkSync, utimesSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { defaultRollout, fixtureDir, writeRolloutFile, writeVersion, type VersionSpec } from './helpers/fixture-repo.js';
 import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
@@ -186,12 +187,32 @@ const brokenClasses: Array<[string, (repo: string) => void, RegExp, Partial<Conf
   }, /lives in feed-ctr\/2/],
   ['model inputs that disagree with the manifest', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'wrong-inputs' }), /signature: .*category missing/],
   ['NaN outputs', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'nan' }), /finite-probabilities: .* NaN/],
+  // Its golden cases (L=16) and the reference batch (other buckets) pass; traffic padded to 64 got NaN.
+  ['NaN outputs at one history bucket only', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'nan-bucket' }), /finite-probabilities: .* NaN.* history bucket 64/],
+  ['golden.json that checks no value', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    const golden = JSON.parse(readFileSync(path.join(dir, 'golden.json'), 'utf8'));
+    const [first] = golden.cases;
+    first.outputs.p = { dtype: 'float32', shape: [0], data: [] };
+    writeFileSync(path.join(dir, 'golden.json'), JSON.stringify({ cases: [first], requests: [{ body: { ...sampleRequest(1, 5, 1), candidates: [] }, p: [] }] }));
+  }, /golden-present: 0 values checked/],
+  // A FIFO (or a device) never ends: hashing it held the scan, and every later scan and flag edit, forever.
+  ['model.onnx that is not a regular file', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    unlinkSync(path.join(dir, 'model.onnx'));
+    execFileSync('mkfifo', [path.join(dir, 'model.onnx')]);
+  }, /cannot read model.onnx \(not a regular file\)/],
+  ['manifest.json that is not a regular file', (repo) => {
+    const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+    unlinkSync(path.join(dir, 'manifest.json'));
+    execFileSync('mkfifo', [path.join(dir, 'manifest.json')]);
+  }, /manifest .* cannot be read \(not a regular file\)/],
   ['much slower than allowed', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'slow' }), /latency: .* per candidate/, kSlowGate],
   ['score distribution far from the serving version', (repo) => writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'shifted' }), /distribution: mean logit shift/],
 ];
 
 for (const [name, publish, reason, overrides] of brokenClasses) {
-  test(`broken model never reaches traffic: ${name}`, async (t) => {
+  test(`broken model never reaches traffic: ${name}`, { timeout: 60000 }, async (t) => {
     const { app, repo, loader, registry } = await setup(t, overrides);
     publish(repo);
     // Flag it stable right away: the flag must not take effect.
@@ -222,6 +243,53 @@ test('a half-written directory is loaded once its files are complete', async (t)
   writeFileSync(path.join(dir, 'model.onnx'), model);
   await loader.scan();
   assert.equal(registry.get('feed-ctr', 2)!.state, 'ready');
+});
+
+// A worker that exits while a version is validated is the server's trouble, not the model's: the
+// version was marked failed for good (its files never change), with no way back but a re-publish.
+test('a version whose load or gate a worker exit cut short is retried on the next scan', async (t) => {
+  const { app, repo, loader, registry } = await setup(t, { poolSize: 1 });
+  writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  let recycled = false;
+  registry.on('state', (entry: { key: string; state: string }) => {
+    if (entry.key === 'feed-ctr@2' && entry.state === 'validating' && !recycled) {
+      recycled = true;
+      void app.ranker.pool.recycleWorker(0);
+    }
+  });
+  await loader.scan();
+  const v2 = registry.get('feed-ctr', 2)!;
+  assert.ok(recycled);
+  assert.equal(v2.state, 'failed');
+  assert.match(v2.reason ?? '', /retried on the next scan/);
+  await app.ranker.pool.whenReady();
+  await loader.scan();
+  assert.equal(v2.state, 'ready', v2.reason ?? '');
+  assert.equal(app.ranker.pool.isLoaded('feed-ctr@2'), true);
+});
+
+test('a version whose every load a worker exit cuts short stops being retried after three scans, until its files change', async (t) => {
+  const { app, repo, loader, registry } = await setup(t, { poolSize: 1 });
+  const dir = writeVersion(repo, { name: 'feed-ctr', version: 2, variant: 'v2' });
+  let loads = 0;
+  registry.on('state', (entry: { key: string; state: string }) => {
+    if (entry.key !== 'feed-ctr@2') return;
+    if (entry.state === 'loading') loads++;
+    if (entry.state === 'validating') void app.ranker.pool.recycleWorker(0);
+  });
+  for (let scan = 1; scan <= 5; scan++) {
+    await loader.scan();
+    await app.ranker.pool.whenReady();
+  }
+  const v2 = registry.get('feed-ctr', 2)!;
+  assert.equal(loads, 4, 'the first load and three retries');
+  assert.equal(v2.state, 'failed');
+  assert.match(v2.reason ?? '', /4 times in a row; retried when its files change/);
+  assert.equal((await rank(app)).models.ctr.version, 1);
+  writeFileSync(path.join(dir, 'golden.json'), readFileSync(path.join(dir, 'golden.json')));
+  utimesSync(path.join(dir, 'golden.json'), new Date(), new Date(Date.now() + 5000));
+  await loader.scan();
+  assert.equal(loads, 5, 'changed files are tried again');
 });
 
 test('bad rollout flags keep the last good flags and say why', async (t) => {

@@ -128,9 +128,12 @@ test('/v1/rank while no worker holds the canary: its users get stable; a pin to 
   assert.equal(before.statusCode, 200, before.body);
   assert.deepEqual(before.json().models.ctr, { name: 'feed-ctr', version: 2, arm: 'canary' });
 
-  // The worker dies and its replacement cannot reload the canary (the loader, rescanning hourly here,
-  // still has it loaded): the pool retries the reload in the background.
-  rmSync(path.join(repo.dir, 'feed-ctr', '2', 'model.onnx'));
+  // The worker dies and its replacement cannot reload the canary: the pool retries the reload in the
+  // background. The loader hands workers verified bytes, which a replacement always can reload, so
+  // the canary's session is recreated here from a path that then goes away.
+  const files = modelFiles(t, ['v1']);
+  await app.ranker.pool.load('feed-ctr@2', files.v1);
+  rmSync(files.v1);
   await app.ranker.pool.recycleWorker(0, 1);
   await app.ranker.pool.whenReady(5000);
   assert.equal(app.ranker.pool.mayServe('feed-ctr@2'), false);

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { makeRepo } from './helpers/fixture-repo.js';
+import { copyFileSync, renameSync } from 'node:fs';
+import path from 'node:path';
+import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
 import { sampleRequest, startApp } from './helpers/app.js';
 import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { RankerError } from '../src/errors.js';
@@ -28,6 +30,28 @@ test('a worker that dies fails the batches sent to it with WORKER_EXITED and is 
   assert.equal(ok.statusCode, 200, ok.body);
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   assert.match(metrics, /inference_worker_exits_total 1/);
+});
+
+// A re-publish (rsync, a rename over the file) replaced a ready version's model.onnx after its gate:
+// a replacement worker reloaded the file by path, unchecked, and served what the gate never saw.
+test('a replacement worker loads the bytes the gate passed, not what model.onnx holds by then', async (t) => {
+  const repo = makeRepo();
+  const app = await startApp(repo.dir, { poolSize: 1 });
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  const body = sampleRequest(20, 150, 7);
+  const before = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  assert.equal(before.statusCode, 200, before.body);
+  const dir = path.join(repo.dir, 'feed-ctr', '1');
+  copyFileSync(path.join(fixtureDir, 'nan.onnx'), path.join(repo.dir, 'replacement.onnx'));
+  renameSync(path.join(repo.dir, 'replacement.onnx'), path.join(dir, 'model.onnx'));
+  await app.ranker.pool.recycleWorker(0);
+  await app.ranker.pool.whenReady();
+  const after = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  assert.equal(after.statusCode, 200, after.body);
+  assert.deepEqual(after.json().ranked, before.json().ranked, 'the same session as before the worker was replaced');
 });
 
 test('closing the app while a slow batch runs waits for it instead of aborting the process', async (t) => {

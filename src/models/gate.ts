@@ -8,9 +8,9 @@
  *  6. warm-up on every history length bucket, and the cost per candidate (timed on a request of
  *     kGateCostCandidates candidates) stays under the limit.
  */
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../config.js';
+import { isServerTrouble } from '../errors.js';
 import { assembleBatch, encodeRequest, type Feeds } from '../features/encode.js';
 import type { FeaturePlan } from '../features/plan.js';
 import type { RankRequest } from '../features/request.js';
@@ -18,6 +18,7 @@ import type { Manifest } from './manifest.js';
 import { countInvalidProbabilities } from './probabilities.js';
 import type { InferencePool, LoadInfo } from './pool.js';
 import type { GateReport } from './registry.js';
+import { readRepositoryText } from './repository-files.js';
 
 export interface GoldenTensor {
   dtype: 'int64' | 'float32';
@@ -83,7 +84,7 @@ function compare(actual: ArrayLike<number>, expected: number[], atol: number, rt
 }
 
 export async function readGolden(dir: string): Promise<Golden> {
-  return JSON.parse(await readFile(path.join(dir, 'golden.json'), 'utf8')) as Golden;
+  return JSON.parse(await readRepositoryText(path.join(dir, 'golden.json'))) as Golden;
 }
 
 export async function runGate(
@@ -128,7 +129,9 @@ export async function runGate(
   const rtol = golden.tolerance?.rtol ?? 1e-3;
   const cases = golden.cases ?? [];
   const requests = golden.requests ?? [];
-  if (!check('golden-present', cases.length + requests.length > 0, `${cases.length} tensor cases, ${requests.length} requests`)) return report;
+  // Values, not entries: a case or request that expects nothing compares nothing.
+  const values = cases.reduce((n, c) => n + (c.outputs?.[subject.outputName]?.data?.length ?? 0), 0) + requests.reduce((n, r) => n + (r.p?.length ?? 0), 0);
+  if (!check('golden-present', values > 0, `${values} values checked: ${cases.length} tensor cases, ${requests.length} requests`)) return report;
   for (const [i, c] of cases.entries()) {
     const expected = c.outputs[subject.outputName];
     if (!expected) return check('golden-cases', false, `case ${i} has no output ${subject.outputName}`), report;
@@ -136,6 +139,7 @@ export async function runGate(
     try {
       outputs = (await pool.runFeeds(subject.key, feedsFromGolden(c.inputs))).outputs;
     } catch (error) {
+      if (isServerTrouble(error)) throw error;
       check('golden-cases', false, `case ${i}: ${(error as Error).message}`);
       return report;
     }
@@ -147,6 +151,7 @@ export async function runGate(
     try {
       outputs = (await pool.runFeeds(subject.key, assembleBatch(plan, [encodeRequest(plan, r.body)]))).outputs;
     } catch (error) {
+      if (isServerTrouble(error)) throw error;
       check('golden-requests', false, `request ${i}: ${(error as Error).message}`);
       return report;
     }
@@ -159,6 +164,13 @@ export async function runGate(
   const scored = await scoreAll(pool, subject.key, plan, subject.outputName, referenceRequests);
   const bad = countInvalidProbabilities(scored);
   if (!check('finite-probabilities', bad === 0, bad === 0 ? `${scored.length} reference scores in [0, 1]` : `${bad} of ${scored.length} reference scores are NaN, infinite or outside [0, 1]`)) return report;
+  // Traffic is padded to every bucket; a graph can break at one length only (a reshape, a mask).
+  for (const bucket of plan.usesHistory ? plan.historyBuckets : []) {
+    const probe = { ...referenceRequests[0], user: { ...referenceRequests[0].user, history: stretchHistory(referenceRequests[0], bucket) } };
+    const atBucket = await scoreAll(pool, subject.key, plan, subject.outputName, [probe]);
+    const badAtBucket = countInvalidProbabilities(atBucket);
+    if (!check('finite-probabilities', badAtBucket === 0, badAtBucket === 0 ? `${atBucket.length} scores in [0, 1] at history bucket ${bucket}` : `${badAtBucket} of ${atBucket.length} scores are NaN, infinite or outside [0, 1] at history bucket ${bucket}`)) return report;
+  }
   const mean = meanLogit(scored);
   report.scoreMean = mean;
   report.scoreQuantiles = quantiles(scored);

@@ -9,15 +9,20 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { Errors, isRankerError } from '../errors.js';
+import { Errors, isRankerError, isServerTrouble } from '../errors.js';
 import { compileFeaturePlan } from '../features/plan.js';
 import { runGate, type ReferenceSource } from './gate.js';
-import { readManifest, verifyChecksum } from './manifest.js';
+import { readManifest, readVerifiedModel } from './manifest.js';
 import type { InferencePool } from './pool.js';
 import type { ModelRegistry, ModelVersion } from './registry.js';
 import { kRolloutLockFile } from './rollout-lock.js';
 import { editRollout, kNoChange, readRollout, type ModelFlags, type Rollout } from './rollout.js';
 import { SerialQueue } from './serial-queue.js';
+
+/** The failure fingerprint of a version whose load the server cut short: never equal to a directory's. */
+const kRetry = 'retry';
+/** Loads cut short by server trouble that are retried by the next scan; then only new files retry. */
+const kServerTroubleRetries = 3;
 
 export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
 export const kPlainVersion = /^[1-9][0-9]{0,8}$/;
@@ -47,7 +52,7 @@ export interface LoaderEvents {
   rolloutWritten?(): void;
 }
 
-type LoaderOptions = Pick<Config, 'modelRepo' | 'rescanIntervalMs' | 'watchRepo' | 'rolloutLockTimeoutMs' | 'keepVersions' | 'gate'>;
+type LoaderOptions = Pick<Config, 'modelRepo' | 'rescanIntervalMs' | 'watchRepo' | 'rolloutLockTimeoutMs' | 'keepVersions' | 'modelMaxBytes' | 'gate'>;
 
 export class ModelLoader {
   readonly #options: LoaderOptions;
@@ -80,6 +85,8 @@ export class ModelLoader {
   readonly #flagQueue = new SerialQueue();
   /** Directory fingerprints of failed versions: a failed version is retried only if its files change. */
   #failedFingerprint = new Map<string, string>();
+  /** Loads in a row of each version that server trouble cut short (see kServerTroubleRetries). */
+  #serverTroubles = new Map<string, number>();
   scans = 0;
 
   constructor(options: LoaderOptions, registry: ModelRegistry, pool: InferencePool, log: Logger, reference: ReferenceSource, events: LoaderEvents = {}) {
@@ -167,6 +174,7 @@ export class ModelLoader {
     for (const entry of this.#registry.all()) {
       if (!onDisk.has(entry.key) && (entry.state === 'discovered' || entry.state === 'failed' || entry.state === 'unloaded')) {
         this.#manualUnloads.delete(entry.key);
+        this.#serverTroubles.delete(entry.key);
         this.#registry.forget(entry);
       }
     }
@@ -291,12 +299,12 @@ export class ModelLoader {
     let inPool = false;
     try {
       const manifest = await readManifest(entry.dir, { name: entry.name, version: entry.version });
-      await verifyChecksum(entry.dir, manifest);
+      const model = await readVerifiedModel(entry.dir, manifest, this.#options.modelMaxBytes);
       const plan = compileFeaturePlan(manifest);
       entry.manifest = manifest;
       entry.plan = plan;
       entry.outputName = manifest.outputs[0].name;
-      const load = await this.#pool.load(entry.key, path.join(entry.dir, manifest.model.file));
+      const load = await this.#pool.load(entry.key, model);
       inPool = true;
       entry.load = load;
       if (load.fallbacks.length > 0) log.warn({ provider: load.provider, fallbacks: load.fallbacks }, 'execution provider fallback');
@@ -310,13 +318,24 @@ export class ModelLoader {
         throw Errors.GATE_FAILED(entry.key, `${failed?.name}: ${failed?.detail}`);
       }
       this.#failedFingerprint.delete(entry.key);
+      this.#serverTroubles.delete(entry.key);
       this.#registry.setState(entry, 'ready');
       log.info({ provider: load.provider, loadMs: Math.round(load.loadMs), usPerCandidate: gate.msPerCandidate ? +(gate.msPerCandidate * 1000).toFixed(2) : null }, 'model version ready');
       this.#events.loaded?.(entry);
     } catch (error) {
       if (inPool) await this.#pool.unload(entry.key).catch(() => undefined);
-      const why = isRankerError(error) ? error.message : `${(error as Error)?.message ?? String(error)}`;
-      this.#failedFingerprint.set(entry.key, fingerprint);
+      const message = isRankerError(error) ? error.message : `${(error as Error)?.message ?? String(error)}`;
+      // The server's trouble, not the model's: no fingerprint matches kRetry, so the next scan retries.
+      // A few times only: a model that crashes its worker on every load would look just the same.
+      const troubles = isServerTrouble(error) ? (this.#serverTroubles.get(entry.key) ?? 0) + 1 : 0;
+      const retry = troubles > 0 && troubles <= kServerTroubleRetries;
+      if (troubles > 0) this.#serverTroubles.set(entry.key, troubles);
+      const why = retry
+        ? `${message} (the server's trouble, not the model's: retried on the next scan)`
+        : troubles > 0
+          ? `${message} (${troubles} times in a row; retried when its files change)`
+          : message;
+      this.#failedFingerprint.set(entry.key, retry ? kRetry : fingerprint);
       this.#registry.setState(entry, 'failed', why);
       log.error({ reason: why }, 'model version failed; it will not be served');
       this.#events.failed?.(entry);

@@ -4,12 +4,12 @@
  * Schema cannot state (folder name/version match, dense widths, history buckets).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import { Errors } from '../errors.js';
 import { schemaPath } from '../paths.js';
+import { readFailure, readRepositoryFile, readRepositoryText } from './repository-files.js';
 
 export const kSurfaces = ['feed', 'stories', 'reels', 'marketplace'] as const;
 export type Surface = (typeof kSurfaces)[number];
@@ -131,9 +131,9 @@ export async function readManifest(versionDir: string, expected?: { name: string
   const file = path.join(versionDir, 'manifest.json');
   let raw: string;
   try {
-    raw = await readFile(file, 'utf8');
+    raw = await readRepositoryText(file);
   } catch (error) {
-    throw Errors.MANIFEST_INVALID(file, `cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    throw Errors.MANIFEST_INVALID(file, `cannot be read (${readFailure(error)})`);
   }
   let parsed: unknown;
   try {
@@ -144,23 +144,19 @@ export async function readManifest(versionDir: string, expected?: { name: string
   return validateManifest(parsed, file, expected);
 }
 
-export function sha256File(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const hash = createHash('sha256');
-    createReadStream(file)
-      .on('error', reject)
-      .on('data', (chunk) => hash.update(chunk))
-      .on('end', () => resolve(hash.digest('hex')));
-  });
-}
-
-export async function verifyChecksum(versionDir: string, manifest: Manifest): Promise<void> {
+/**
+ * The model's bytes, read once and only if their sha256 matches the manifest. The workers load these
+ * bytes, never the path: a file replaced after the gate (a re-publish, an rsync) cannot reach a
+ * worker that is started or reloaded later.
+ */
+export async function readVerifiedModel(versionDir: string, manifest: Manifest, maxBytes: number): Promise<Uint8Array> {
   const file = path.join(versionDir, manifest.model.file);
-  let digest: string;
+  let bytes: Uint8Array;
   try {
-    digest = await sha256File(file);
+    bytes = await readRepositoryFile(file, { maxBytes, limitName: 'MODEL_MAX_BYTES' });
   } catch (error) {
-    throw Errors.LOAD_FAILED(`${manifest.name}@${manifest.version}`, `cannot read ${manifest.model.file} (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    throw Errors.LOAD_FAILED(`${manifest.name}@${manifest.version}`, `cannot read ${manifest.model.file} (${readFailure(error)})`);
   }
-  if (digest !== manifest.model.sha256) throw Errors.CHECKSUM_MISMATCH(file);
+  if (createHash('sha256').update(bytes).digest('hex') !== manifest.model.sha256) throw Errors.CHECKSUM_MISMATCH(file);
+  return bytes;
 }

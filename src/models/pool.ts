@@ -12,7 +12,7 @@ import type { Config, ExecutionProvider } from '../config.js';
 import { Errors, type RankerError } from '../errors.js';
 import { assembleBatch, type EncodedRequest, type Feeds } from '../features/encode.js';
 import type { FeaturePlan } from '../features/plan.js';
-import type { FromWorker, TensorInfo, ToWorker } from './protocol.js';
+import type { FromWorker, ModelSource, TensorInfo, ToWorker } from './protocol.js';
 
 export interface LoadInfo {
   provider: ExecutionProvider;
@@ -95,6 +95,12 @@ function backoffMs(failures: number, baseMs: number, maxMs: number): number {
  * A version no running worker holds (its reload failed, or it was never loaded): fail, don't wait. A
  * 503, not the model's fault: it does not count against a canary, and a retry may find it reloaded.
  */
+/** Two loads of one key from the same path, or from equal bytes (each scan reads the file anew). */
+function sameModel(a: ModelSource, b: ModelSource): boolean {
+  if (typeof a === 'string' || typeof b === 'string') return a === b;
+  return a === b || Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
+}
+
 function unavailable(key: string): RankerError {
   return Errors.VERSION_UNAVAILABLE(key);
 }
@@ -106,9 +112,10 @@ export class InferencePool {
   #slots: Slot[] = [];
   #pending: PendingItem[] = [];
   #pendingCandidates = 0;
-  #loaded = new Map<string, string>();
+  /** Loaded versions and what their sessions were created from: a replacement worker loads the same. */
+  #loaded = new Map<string, ModelSource>();
   /** The latest load or unload of each key: concurrent calls share it or queue behind it (see #serialize). */
-  #keyOps = new Map<string, { kind: 'load' | 'unload' | 'reload'; file: string | null; done: Promise<unknown> }>();
+  #keyOps = new Map<string, { kind: 'load' | 'unload' | 'reload'; model: ModelSource | null; done: Promise<unknown> }>();
   #reloadRetries = new Set<NodeJS.Timeout>();
   #msPerCandidate = new Map<string, number>();
   #nextBatchId = 1;
@@ -180,14 +187,14 @@ export class InferencePool {
 
   /**
    * Recreate every loaded version in a new worker, then let it take work. A version that fails here
-   * (its files gone, say) is reported and left out of this worker rather than keep the worker, and
+   * (out of memory, say) is reported and left out of this worker rather than keep the worker, and
    * with it every other version, out of service: batches of that version go to workers that hold it.
    */
   async #bringUp(slot: Slot): Promise<void> {
     const tried = new Set<string>();
     for (;;) {
       // Read #loaded afresh each time: a version loaded meanwhile must not be missed.
-      let next: [string, string] | null = null;
+      let next: [string, ModelSource] | null = null;
       for (const entry of this.#loaded) {
         if (!tried.has(entry[0])) {
           next = entry;
@@ -195,14 +202,14 @@ export class InferencePool {
         }
       }
       if (!next) break;
-      const [key, file] = next;
+      const [key, model] = next;
       tried.add(key);
       try {
-        await this.#loadInto(slot, key, file);
+        await this.#loadInto(slot, key, model);
       } catch (error) {
         if (slot.exited) return;
         this.#observer.reloadFailed?.(key, slot.id, error as Error, this.#holders(key), 1);
-        this.#retryReload(slot, key, file, 1);
+        this.#retryReload(slot, key, model, 1);
       }
       if (slot.exited) return;
     }
@@ -215,25 +222,25 @@ export class InferencePool {
 
   /**
    * Try a failed reload again with a growing delay, while the version is still loaded with the same
-   * file and the worker lives: a transient failure (memory, a file being replaced) then heals without
+   * model and the worker lives: a transient failure (memory, say) then heals without
    * an operator. A version whose folder went away stops being retried once the loader unloads it.
    */
-  #retryReload(slot: Slot, key: string, file: string, failures: number): void {
+  #retryReload(slot: Slot, key: string, model: ModelSource, failures: number): void {
     if (failures >= kReloadAttempts) return;
-    const stillWanted = () => !this.#closing && !slot.exited && !slot.keys.has(key) && this.#loaded.get(key) === file;
+    const stillWanted = () => !this.#closing && !slot.exited && !slot.keys.has(key) && this.#loaded.get(key) === model;
     const timer = setTimeout(() => {
       this.#reloadRetries.delete(timer);
       if (!stillWanted()) return;
       // Serialized with admin loads and unloads of the key: a worker's replies name only the key.
-      this.#serialize(key, 'reload', file, async () => {
+      this.#serialize(key, 'reload', model, async () => {
         // Looked at again in its turn: an unload queued before this retry may have run meanwhile.
-        if (stillWanted()) await this.#loadInto(slot, key, file);
+        if (stillWanted()) await this.#loadInto(slot, key, model);
       }).then(
         () => this.#pump(),
         (error: unknown) => {
           if (slot.exited || this.#closing) return;
           this.#observer.reloadFailed?.(key, slot.id, error as Error, this.#holders(key), failures + 1);
-          this.#retryReload(slot, key, file, failures + 1);
+          this.#retryReload(slot, key, model, failures + 1);
         },
       );
     }, backoffMs(failures, kReloadRetryBaseMs, kReloadRetryMaxMs));
@@ -312,13 +319,13 @@ export class InferencePool {
     });
   }
 
-  async #loadInto(slot: Slot, key: string, file: string): Promise<LoadInfo> {
+  async #loadInto(slot: Slot, key: string, model: ModelSource): Promise<LoadInfo> {
     slot.loading++;
     try {
       const reply = await this.#request(slot, `load:${key}`, {
         type: 'load',
         key,
-        file,
+        model,
         providers: this.#options.executionProviders,
         intraOpThreads: this.#options.intraOpThreads,
       });
@@ -336,13 +343,13 @@ export class InferencePool {
    * failure the version is unloaded from the workers that had it. A second load of a key already
    * loading shares the first one's outcome.
    */
-  load(key: string, file: string): Promise<LoadInfo> {
+  load(key: string, model: ModelSource): Promise<LoadInfo> {
     const current = this.#keyOps.get(key);
-    if (current?.kind === 'load' && current.file === file) return current.done as Promise<LoadInfo>;
-    return this.#serialize(key, 'load', file, () => this.#loadEverywhere(key, file));
+    if (current?.kind === 'load' && current.model !== null && sameModel(current.model, model)) return current.done as Promise<LoadInfo>;
+    return this.#serialize(key, 'load', model, () => this.#loadEverywhere(key, model));
   }
 
-  async #loadEverywhere(key: string, file: string): Promise<LoadInfo> {
+  async #loadEverywhere(key: string, model: ModelSource): Promise<LoadInfo> {
     if (this.#closing) throw Errors.SHUTTING_DOWN();
     let info: LoadInfo | null = null;
     const done: Slot[] = [];
@@ -351,15 +358,15 @@ export class InferencePool {
         // Look again after each worker: a replacement that got ready meanwhile needs the version too.
         const slot = this.#slots.find((s) => s.ready && !done.includes(s));
         if (!slot) break;
-        info = await this.#loadInto(slot, key, file);
+        info = await this.#loadInto(slot, key, model);
         done.push(slot);
       }
     } catch (error) {
       await Promise.all(done.map((slot) => this.#request(slot, `unload:${key}`, { type: 'unload', key }).catch(noop)));
       throw error;
     }
-    if (!info) throw Errors.LOAD_FAILED(key, 'no inference worker is running');
-    this.#loaded.set(key, file);
+    if (!info) throw Errors.OVERLOADED('no inference worker is running');
+    this.#loaded.set(key, model);
     if (info.fallbacks.length > 0) this.#observer.fallback?.(key, info);
     return info;
   }
@@ -380,10 +387,10 @@ export class InferencePool {
    * as loading forever. With no operation pending, `run` starts in this turn (unload's effect on
    * isLoaded is immediate, as callers expect).
    */
-  #serialize<T>(key: string, kind: 'load' | 'unload' | 'reload', file: string | null, run: () => Promise<T>): Promise<T> {
+  #serialize<T>(key: string, kind: 'load' | 'unload' | 'reload', model: ModelSource | null, run: () => Promise<T>): Promise<T> {
     const previous = this.#keyOps.get(key);
     const done = previous ? previous.done.then(run, run) : run();
-    const op = { kind, file, done };
+    const op = { kind, model, done };
     this.#keyOps.set(key, op);
     const clear = () => {
       if (this.#keyOps.get(key) === op) this.#keyOps.delete(key);

@@ -8,8 +8,14 @@ export interface TensorInfo {
   shape: Array<string | number>;
 }
 
+/**
+ * What a session is created from: the bytes the loader verified (what serving uses), or a path
+ * (tests and tools that load a fixture directly).
+ */
+export type ModelSource = Uint8Array | string;
+
 export type ToWorker =
-  | { type: 'load'; key: string; file: string; providers: ExecutionProvider[]; intraOpThreads: number }
+  | { type: 'load'; key: string; model: ModelSource; providers: ExecutionProvider[]; intraOpThreads: number }
   | { type: 'run'; id: number; key: string; feeds: Feeds }
   | { type: 'unload'; key: string }
   /** Exit at this point of the message stream: terminate() during session.run aborts the process. */

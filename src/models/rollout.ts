@@ -4,9 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { withRolloutLock, type RolloutLockOptions } from './rollout-lock.js';
+import { readFailure, readRepositoryText } from './repository-files.js';
 import { SerialQueue } from './serial-queue.js';
 import { Ajv } from 'ajv';
 import { Errors } from '../errors.js';
@@ -52,9 +53,9 @@ export async function readRollout(repo: string): Promise<Rollout> {
   const file = path.join(repo, kRolloutFile);
   let raw: string;
   try {
-    raw = await readFile(file, 'utf8');
+    raw = await readRepositoryText(file);
   } catch (error) {
-    throw Errors.ROLLOUT_INVALID(`${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    throw Errors.ROLLOUT_INVALID(`${file} cannot be read (${readFailure(error)})`);
   }
   let parsed: unknown;
   try {

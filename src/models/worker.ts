@@ -31,12 +31,13 @@ async function load(message: Extract<ToWorker, { type: 'load' }>): Promise<void>
   const fallbacks: Array<{ provider: ExecutionProvider; error: string }> = [];
   for (const provider of message.providers) {
     try {
-      const session = await ort.InferenceSession.create(message.file, {
+      const options: import('onnxruntime-node').InferenceSession.SessionOptions = {
         executionProviders: [provider],
         intraOpNumThreads: message.intraOpThreads,
         interOpNumThreads: 1,
         graphOptimizationLevel: 'all',
-      });
+      };
+      const session = typeof message.model === 'string' ? await ort.InferenceSession.create(message.model, options) : await ort.InferenceSession.create(message.model, options);
       sessions.get(message.key)?.release();
       sessions.set(message.key, session);
       const s = session as unknown as { inputMetadata?: unknown[]; outputMetadata?: unknown[] };

@@ -8,7 +8,7 @@ import type { Manifest, Objective, Surface } from '../../src/models/manifest.js'
 import type { Rollout } from '../../src/models/rollout.js';
 
 export const fixtureDir = path.join(projectRoot, 'test', 'fixtures', 'onnx');
-export type Variant = 'v1' | 'v2' | 'nan' | 'shifted' | 'slow' | 'wrong-inputs';
+export type Variant = 'v1' | 'v2' | 'nan' | 'nan-bucket' | 'shifted' | 'slow' | 'wrong-inputs';
 
 export interface VersionSpec {
   name: string;
