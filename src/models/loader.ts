@@ -21,8 +21,8 @@ import { SerialQueue } from './serial-queue.js';
 
 /** The failure fingerprint of a version whose load the server cut short: never equal to a directory's. */
 const kRetry = 'retry';
-/** Loads cut short by server trouble that are retried by the next scan; then only new files retry. */
-const kServerTroubleRetries = 3;
+/** Loads cut short by a worker exit that the next scans retry; after that only new files retry. */
+const kWorkerExitRetries = 3;
 
 export const kPlainName = /^[a-z][a-z0-9-]{0,62}$/;
 export const kPlainVersion = /^[1-9][0-9]{0,8}$/;
@@ -85,7 +85,7 @@ export class ModelLoader {
   readonly #flagQueue = new SerialQueue();
   /** Directory fingerprints of failed versions: a failed version is retried only if its files change. */
   #failedFingerprint = new Map<string, string>();
-  /** Loads in a row of each version that server trouble cut short (see kServerTroubleRetries). */
+  /** Loads in a row of each version that a worker exit cut short (see kWorkerExitRetries). */
   #serverTroubles = new Map<string, number>();
   scans = 0;
 
@@ -326,14 +326,15 @@ export class ModelLoader {
       if (inPool) await this.#pool.unload(entry.key).catch(() => undefined);
       const message = isRankerError(error) ? error.message : `${(error as Error)?.message ?? String(error)}`;
       // The server's trouble, not the model's: no fingerprint matches kRetry, so the next scan retries.
-      // A few times only: a model that crashes its worker on every load would look just the same.
-      const troubles = isServerTrouble(error) ? (this.#serverTroubles.get(entry.key) ?? 0) + 1 : 0;
-      const retry = troubles > 0 && troubles <= kServerTroubleRetries;
-      if (troubles > 0) this.#serverTroubles.set(entry.key, troubles);
+      // A worker exit a few times only: a model that crashes its worker on every load looks the same.
+      const serverTrouble = isServerTrouble(error);
+      const exits = serverTrouble && isRankerError(error) && error.code === Errors.WORKER_EXITED.code ? (this.#serverTroubles.get(entry.key) ?? 0) + 1 : 0;
+      if (exits > 0) this.#serverTroubles.set(entry.key, exits);
+      const retry = serverTrouble && exits <= kWorkerExitRetries;
       const why = retry
         ? `${message} (the server's trouble, not the model's: retried on the next scan)`
-        : troubles > 0
-          ? `${message} (${troubles} times in a row; retried when its files change)`
+        : serverTrouble
+          ? `${message} (${exits} times in a row; retried when its files change)`
           : message;
       this.#failedFingerprint.set(entry.key, retry ? kRetry : fingerprint);
       this.#registry.setState(entry, 'failed', why);
