@@ -120,7 +120,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, allowUnionTypes: true } },
-    return503OnClosing: true,
+    // Our own 503 while closing (below): Fastify's skips hooks, so it had no Retry-After and not the
+    // API's error shape.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
   });
   const admin: FastifyInstance = Fastify({ loggerInstance: log.child({ api: 'admin' }) as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 64 * 1024 });
@@ -134,7 +136,6 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.setNotFoundHandler(notFound);
   admin.setNotFoundHandler(notFound);
 
-  let closing = false;
   const modelsReady = () => {
     const rollout = registry.rollout;
     return rollout !== null && Object.keys(rollout.routes).length > 0 && registry.routing.surfaces.size === Object.keys(rollout.routes).length;
@@ -151,15 +152,63 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     maxWaiting: config.admissionWaitQueue,
     sustained: { afterMs: config.overloadAfterMs, maxInflight: config.overloadMaxInflight, maxWaitMs: config.overloadWaitMs },
   });
-  // 'close' fires once whether the response finished or the client went away.
-  const hold = (reply: FastifyReply) => reply.raw.once('close', () => admission.done());
+  /**
+   * Keep a place until the response finished or the client went away, whichever is first, once. The
+   * socket's 'close' is needed too: a pipelined request's response waits behind the one before it,
+   * is never attached to the socket, and gets no 'close' of its own when the client goes away. The
+   * body must arrive within REQUEST_BODY_TIMEOUT_MS: a stalled upload would hold its place for good.
+   */
+  const hold = (request: FastifyRequest, reply: FastifyReply) => {
+    const socket = request.raw.socket;
+    let bodyTimer: NodeJS.Timeout | null = null;
+    const bodyArrived = () => {
+      if (bodyTimer) clearTimeout(bodyTimer);
+      bodyTimer = null;
+    };
+    let held = true;
+    const release = () => {
+      // Guarded, not only unsubscribed: a socket's 'close' runs the listeners it had when it began, and
+      // the response's own 'close' (fired from the socket's) may already have released.
+      if (!held) return;
+      held = false;
+      socket.off('close', release);
+      reply.raw.off('close', release);
+      request.raw.off('end', bodyArrived);
+      bodyArrived();
+      admission.done();
+    };
+    reply.raw.once('close', release);
+    socket.once('close', release);
+    if (!request.raw.complete) {
+      request.raw.once('end', bodyArrived);
+      bodyTimer = setTimeout(() => {
+        metrics.bodyTimeouts.inc();
+        socket.destroy();
+      }, config.requestBodyTimeoutMs);
+    }
+  };
+  let closing = false;
+  // While closing: a clear, retryable answer on the keep-alive connections still open, and each answer
+  // ends its connection, or an idle keep-alive socket held the close (and the grace) until its client
+  // let go (Node closes idle sockets once, when the close begins).
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing) return;
+    return reply
+      .code(503)
+      .header('retry-after', '1')
+      .header('connection', 'close')
+      .send({ error: { code: Errors.SHUTTING_DOWN.code, message: Errors.SHUTTING_DOWN().message } });
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
   // Scoring routes share the main thread and the workers, so they share the bound: /v1/rank and
   // the OIP infer routes (raw tensors, which would otherwise queue batches on the workers unbounded).
   const admitted = new Set(['/v1/rank', '/v2/models/:name/infer', '/v2/models/:name/versions/:version/infer']);
   app.addHook('onRequest', async (request, reply) => {
     if (!admitted.has(request.routeOptions.url ?? '')) return;
     if (admission.admit()) {
-      hold(reply);
+      hold(request, reply);
       return;
     }
     const ticket = admission.wait();
@@ -171,7 +220,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
       socket.off('close', ticket.cancel);
       if (granted) {
         if (socket.destroyed) admission.done();
-        else hold(reply);
+        else hold(request, reply);
         return;
       }
       if (socket.destroyed) {

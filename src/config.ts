@@ -42,6 +42,7 @@ export interface Config {
   maxInflightRequests: number;
   /** A request that finds every in-flight place taken waits up to this long for one (0 = refuse at once)... */
   admissionWaitMs: number;
+  requestBodyTimeoutMs: number;
   /** ...with at most this many waiting per process; beyond it new ones are refused at once. */
   admissionWaitQueue: number;
   /** Sustained overload (src/routes/admission.ts): the waiting line overflowed for this long without a 50 ms gap (0 = never)... */
@@ -186,6 +187,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     // A burst up to twice the bound waits instead of being refused: 25 ms is about the time a full
     // line takes to drain on 2 cores (8 x ~2.5 ms of main thread); docs/DESIGN-NOTES.md 13.
     admissionWaitMs: decimal(env, 'ADMISSION_WAIT_MS', 25, 0, 10000),
+    // An admitted request holds a place while its body arrives: without a limit, a few stalled uploads
+    // held every place for as long as their clients liked. A 1 MB body takes milliseconds on a LAN.
+    requestBodyTimeoutMs: integer(env, 'REQUEST_BODY_TIMEOUT_MS', 10000, 1, kMaxTimerMs),
     // A line that keeps overflowing is overload, not a burst: half the bound and a 5 ms wait took the
     // steady 2x accepted p99 from 74-83 to 37-39 ms at the same goodput (docs/DESIGN-NOTES.md 15).
     overloadAfterMs: decimal(env, 'OVERLOAD_AFTER_MS', 200, 0, 60000),

@@ -37,6 +37,11 @@ export function createMetrics() {
       help: 'Requests whose client went away while they waited for a place (not shed: no answer was sent)',
       registers: [registry],
     }),
+    bodyTimeouts: new client.Counter({
+      name: 'rank_request_body_timeouts_total',
+      help: 'Admitted scoring requests whose body did not arrive within REQUEST_BODY_TIMEOUT_MS (their connection is closed)',
+      registers: [registry],
+    }),
     admission: new client.Gauge({
       name: 'rank_admission_requests',
       help: 'Admitted scoring requests (/v1/rank, OIP infer) in progress (in_flight) and requests waiting for a place (waiting)',

@@ -5,7 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
-import { inferInputs, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
+import { inferInputs, listenWithRepo, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import type { Config } from '../src/config.js';
 
 async function burst(t: import('node:test').TestContext, overrides: Partial<Config>, count: number, reason = 'inflight') {
@@ -104,6 +104,73 @@ test('a client that leaves the waiting line or drops an admitted request leaks n
   );
   assert.deepEqual(answers.map((a) => a.status), [200, 200, 200], answers.map((a) => a.body.slice(0, 300)).join(' | '));
   await until({ inflight: 0, waiting: 0 });
+});
+
+// Pipelined requests' responses wait behind the first one's and are never attached to the socket: when
+// the client went away, Node emitted no 'close' on them, and each kept its place for good (one such
+// connection took 3 of 4 places; the process then served one request at a time).
+test('a pipelined connection dropped mid-way gives back every place its requests took', { timeout: 60_000 }, async (t) => {
+  // A slow ctr model keeps the first request scoring for 0.1-0.4 s: the window in which to drop it.
+  const { app, url, open } = await listenWithRepo(
+    t,
+    { maxInflightRequests: 4, admissionWaitMs: 0, poolSize: 1, gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } },
+    [
+      { name: 'feed-ctr', version: 1, variant: 'slow' },
+      { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+    ],
+  );
+  const inflight = async () => Number((await app.inject({ method: 'GET', url: '/metrics' })).body.match(/^rank_admission_requests\{state="in_flight"\} (\d+)/m)?.[1]);
+  const request = (body: string) => `POST /v1/rank HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  const after: number[] = [];
+  for (let trial = 0; trial < 3; trial++) {
+    // A long first request, then three short ones whose answers queue behind it, in one write.
+    const socket = open();
+    socket.write(request(JSON.stringify(sampleRequest(2000, 256, trial + 1))) + request(JSON.stringify(sampleRequest(5, 3, 2))).repeat(3));
+    let seen = 0;
+    for (let i = 0; i < 500 && seen < 2; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      seen = await inflight();
+    }
+    assert.ok(seen >= 2, 'the pipelined requests were admitted');
+    socket.destroy();
+    for (let i = 0; i < 200 && (await inflight()) > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    after.push(await inflight());
+  }
+  // Each place given back exactly once: a release run twice would read -1 here and admit one too many.
+  assert.deepEqual(after, [0, 0, 0], 'places held after each connection closed');
+  const codes = await Promise.all(
+    [1, 2, 3, 4].map(async (seed) => (await fetch(`${url.origin}/v1/rank`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sampleRequest(5, 3, seed)) })).status),
+  );
+  assert.deepEqual(codes, [200, 200, 200, 200]);
+});
+
+// The place is taken before the body is read, and nothing bounded the read: two stalled uploads held
+// both places for as long as their clients liked, and every other request got 503.
+test('an admitted request whose body stalls past REQUEST_BODY_TIMEOUT_MS loses its connection and its place', { timeout: 60_000 }, async (t) => {
+  const { app, url, open } = await listenWithRepo(t, { maxInflightRequests: 2, admissionWaitMs: 0, requestBodyTimeoutMs: 300 });
+  const body = JSON.stringify(sampleRequest(20, 10, 1));
+  const closed = [0, 1].map(() => {
+    const socket = open();
+    socket.write(`POST /v1/rank HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 100)}`);
+    return new Promise<number>((resolve) => {
+      const started = Date.now();
+      socket.once('close', () => resolve(Date.now() - started));
+    });
+  });
+  const within = (ms: number) => new Promise<number>((resolve) => setTimeout(() => resolve(-1), ms));
+  const [first, second] = await Promise.all(closed.map((c) => Promise.race([c, within(10_000)])));
+  assert.ok(first >= 0 && second >= 0, 'the server closed both stalled connections');
+  // The server's side of each socket closes a moment after the client sees it close.
+  let metricsText = '';
+  for (let i = 0; i < 200; i++) {
+    metricsText = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    if (/^rank_admission_requests\{state="in_flight"\} 0$/m.test(metricsText)) break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.match(metricsText, /^rank_request_body_timeouts_total 2$/m);
+  assert.match(metricsText, /^rank_admission_requests\{state="in_flight"\} 0$/m);
+  const res = await fetch(`${url.origin}/v1/rank`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  assert.equal(res.status, 200);
 });
 
 test('the OIP infer routes share the bound: beyond it they are refused before their body is parsed', async (t) => {

@@ -1,4 +1,5 @@
 /** Builds an app over a fixture repository with test-friendly config (silent logs, no fs.watch). */
+import { connect, type Socket } from 'node:net';
 import pino from 'pino';
 import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
@@ -27,6 +28,30 @@ export async function startAppWithRepo(t: import('node:test').TestContext, overr
     repo.cleanup();
   });
   return { app, repo: repo.dir };
+}
+
+/**
+ * An app over a fresh fixture repository, listening on 127.0.0.1, and raw sockets to it; when the
+ * test ends the sockets are destroyed (a half-sent request would hold close() open), then the app
+ * closed (if the test did not) and the repository removed.
+ */
+export async function listenWithRepo(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[]) {
+  const repo = makeRepo(versions);
+  const app = await startApp(repo.dir, overrides);
+  const sockets: Socket[] = [];
+  t.after(async () => {
+    for (const socket of sockets) socket.destroy();
+    await app.close().catch(() => undefined);
+    repo.cleanup();
+  });
+  const url = new URL(await app.listen({ host: '127.0.0.1', port: 0 }));
+  const open = (): Socket => {
+    const socket = connect(Number(url.port), url.hostname);
+    socket.on('error', () => undefined);
+    sockets.push(socket);
+    return socket;
+  };
+  return { app, url, open };
 }
 
 /** A golden case's inputs as an OIP v2 infer body's `inputs`. */
