@@ -3,17 +3,12 @@ import assert from 'node:assert/strict';
 import { copyFileSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
-import { sampleRequest, startApp } from './helpers/app.js';
+import { sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { RankerError } from '../src/errors.js';
 
 test('a worker that dies fails the batches sent to it with WORKER_EXITED and is replaced with every model reloaded', async (t) => {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir, { poolSize: 1 });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t, { poolSize: 1 });
   const plan = app.ranker.registry.get('feed-ctr', 1)!.plan!;
   // The worker exits at this point of its message stream (as a crash would); the batch posted right
   // after it lands on a worker that is gone.
@@ -35,18 +30,13 @@ test('a worker that dies fails the batches sent to it with WORKER_EXITED and is 
 // A re-publish (rsync, a rename over the file) replaced a ready version's model.onnx after its gate:
 // a replacement worker reloaded the file by path, unchecked, and served what the gate never saw.
 test('a replacement worker loads the bytes the gate passed, not what model.onnx holds by then', async (t) => {
-  const repo = makeRepo();
-  const app = await startApp(repo.dir, { poolSize: 1 });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app, repo } = await startAppWithRepo(t, { poolSize: 1 });
   const body = sampleRequest(20, 150, 7);
   const before = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
   assert.equal(before.statusCode, 200, before.body);
-  const dir = path.join(repo.dir, 'feed-ctr', '1');
-  copyFileSync(path.join(fixtureDir, 'nan.onnx'), path.join(repo.dir, 'replacement.onnx'));
-  renameSync(path.join(repo.dir, 'replacement.onnx'), path.join(dir, 'model.onnx'));
+  const dir = path.join(repo, 'feed-ctr', '1');
+  copyFileSync(path.join(fixtureDir, 'nan.onnx'), path.join(repo, 'replacement.onnx'));
+  renameSync(path.join(repo, 'replacement.onnx'), path.join(dir, 'model.onnx'));
   await app.ranker.pool.recycleWorker(0);
   await app.ranker.pool.whenReady();
   const after = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });

@@ -166,8 +166,7 @@ export async function runGate(
   if (!check('finite-probabilities', bad === 0, bad === 0 ? `${scored.length} reference scores in [0, 1]` : `${bad} of ${scored.length} reference scores are NaN, infinite or outside [0, 1]`)) return report;
   // Traffic is padded to every bucket; a graph can break at one length only (a reshape, a mask).
   for (const bucket of plan.usesHistory ? plan.historyBuckets : []) {
-    const probe = { ...referenceRequests[0], user: { ...referenceRequests[0].user, history: stretchHistory(referenceRequests[0], bucket) } };
-    const atBucket = await scoreAll(pool, subject.key, plan, subject.outputName, [probe]);
+    const atBucket = await scoreAll(pool, subject.key, plan, subject.outputName, [withHistoryLength(referenceRequests[0], bucket)]);
     const badAtBucket = countInvalidProbabilities(atBucket);
     if (!check('finite-probabilities', badAtBucket === 0, badAtBucket === 0 ? `${atBucket.length} scores in [0, 1] at history bucket ${bucket}` : `${badAtBucket} of ${atBucket.length} scores are NaN, infinite or outside [0, 1] at history bucket ${bucket}`)) return report;
   }
@@ -212,7 +211,7 @@ export async function costPerCandidate(pool: Pick<InferencePool, 'runFeeds'>, ke
   const candidates = Array.from({ length: kGateCostCandidates }, (_, i) => reference.candidates[i % reference.candidates.length]);
   let worst = 0;
   for (const bucket of plan.usesHistory ? plan.historyBuckets : [0]) {
-    const request = { ...reference, candidates, user: { ...reference.user, history: stretchHistory(reference, bucket) } };
+    const request = { ...withHistoryLength(reference, bucket), candidates };
     const feeds = () => assembleBatch(plan, [encodeRequest(plan, request)]);
     await pool.runFeeds(key, feeds());
     let best = Infinity;
@@ -221,6 +220,11 @@ export async function costPerCandidate(pool: Pick<InferencePool, 'runFeeds'>, ke
     if (worst > stopAbove) break;
   }
   return worst;
+}
+
+/** The request with its history repeated or cut to `length` events: a probe for one history bucket. */
+function withHistoryLength(request: RankRequest, length: number): RankRequest {
+  return { ...request, user: { ...request.user, history: stretchHistory(request, length) } };
 }
 
 function stretchHistory(request: RankRequest, length: number) {

@@ -86,7 +86,7 @@ export class ModelLoader {
   /** Directory fingerprints of failed versions: a failed version is retried only if its files change. */
   #failedFingerprint = new Map<string, string>();
   /** Loads in a row of each version that a worker exit cut short (see kWorkerExitRetries). */
-  #serverTroubles = new Map<string, number>();
+  #workerExits = new Map<string, number>();
   scans = 0;
 
   constructor(options: LoaderOptions, registry: ModelRegistry, pool: InferencePool, log: Logger, reference: ReferenceSource, events: LoaderEvents = {}) {
@@ -174,7 +174,7 @@ export class ModelLoader {
     for (const entry of this.#registry.all()) {
       if (!onDisk.has(entry.key) && (entry.state === 'discovered' || entry.state === 'failed' || entry.state === 'unloaded')) {
         this.#manualUnloads.delete(entry.key);
-        this.#serverTroubles.delete(entry.key);
+        this.#workerExits.delete(entry.key);
         this.#registry.forget(entry);
       }
     }
@@ -318,7 +318,7 @@ export class ModelLoader {
         throw Errors.GATE_FAILED(entry.key, `${failed?.name}: ${failed?.detail}`);
       }
       this.#failedFingerprint.delete(entry.key);
-      this.#serverTroubles.delete(entry.key);
+      this.#workerExits.delete(entry.key);
       this.#registry.setState(entry, 'ready');
       log.info({ provider: load.provider, loadMs: Math.round(load.loadMs), usPerCandidate: gate.msPerCandidate ? +(gate.msPerCandidate * 1000).toFixed(2) : null }, 'model version ready');
       this.#events.loaded?.(entry);
@@ -328,8 +328,8 @@ export class ModelLoader {
       // The server's trouble, not the model's: no fingerprint matches kRetry, so the next scan retries.
       // A worker exit a few times only: a model that crashes its worker on every load looks the same.
       const serverTrouble = isServerTrouble(error);
-      const exits = serverTrouble && isRankerError(error) && error.code === Errors.WORKER_EXITED.code ? (this.#serverTroubles.get(entry.key) ?? 0) + 1 : 0;
-      if (exits > 0) this.#serverTroubles.set(entry.key, exits);
+      const exits = serverTrouble && isRankerError(error) && error.code === Errors.WORKER_EXITED.code ? (this.#workerExits.get(entry.key) ?? 0) + 1 : 0;
+      if (exits > 0) this.#workerExits.set(entry.key, exits);
       const retry = serverTrouble && exits <= kWorkerExitRetries;
       const why = retry
         ? `${message} (the server's trouble, not the model's: retried on the next scan)`
