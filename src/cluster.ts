@@ -112,7 +112,7 @@ export function runPrimary(config: Config, log: Logger, options: PrimaryOptions 
   const size = config.httpProcesses;
   const baseDelay = options.restartDelayMs ?? 500;
   const aggregator = new client.AggregatorRegistry();
-  const slots = new Map<number, number>(); // worker id -> slot index
+  const slots = new Map<number, number>(); // worker id -> slot index, for every process not yet exited
   const listening = new Set<number>(); // worker ids listening on the ranking port
   const startedAt = new Map<number, number>();
   let restartDelay = baseDelay;
@@ -159,7 +159,9 @@ export function runPrimary(config: Config, log: Logger, options: PrimaryOptions 
     startedAt.delete(worker.id);
     listening.delete(worker.id);
     if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) {
+      // Not cluster.workers: Node drops a process from it only once it has exited *and*
+      // disconnected, and an IPC channel can outlive its process (a child it spawned holds the fd).
+      if (slots.size === 0) {
         log.info('all HTTP processes stopped');
         process.exit(0);
       }
@@ -175,7 +177,7 @@ export function runPrimary(config: Config, log: Logger, options: PrimaryOptions 
     if (stopping) return;
     stopping = true;
     log.info({ signal, processes: size }, 'shutting down: stopping every HTTP process');
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    const workers = [...slots.keys()].map((id) => cluster.workers?.[id]).filter((w): w is Worker => w !== undefined);
     if (workers.length === 0) process.exit(0);
     for (const worker of workers) worker.process.kill('SIGTERM');
     const force = setTimeout(() => {
