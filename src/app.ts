@@ -114,18 +114,29 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     impressions: impressions ? (request, result, candidateIndex) => impressions.write(request, result, candidateIndex) : undefined,
   });
 
+  // Both APIs validate strictly: Fastify's defaults coerce types and drop unknown keys, which turned an
+  // admin `{"stable": true}` into version 1 and a mistyped field into a silent no-op.
+  const ajv = { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, allowUnionTypes: true } } as const;
   const app: FastifyInstance = Fastify({
     loggerInstance: log as unknown as FastifyBaseLogger,
     // Per-request access lines cost more than scoring at our rates; metrics and error logs cover it.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimitBytes,
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, allowUnionTypes: true } },
+    ajv,
+    // A malformed URL is answered before routing, past setErrorHandler: without this, in Fastify's shape.
+    frameworkErrors: handleError,
     // Our own 503 while closing (below): Fastify's skips hooks, so it had no Retry-After and not the
     // API's error shape.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
   });
-  const admin: FastifyInstance = Fastify({ loggerInstance: log.child({ api: 'admin' }) as unknown as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 64 * 1024 });
+  const admin: FastifyInstance = Fastify({
+    loggerInstance: log.child({ api: 'admin' }) as unknown as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 64 * 1024,
+    ajv,
+    frameworkErrors: handleError,
+  });
   const ranker: Ranker = { config, registry, pool, loader, metrics, service, cache, canary, shadow, impressions, admin, log, cluster };
   app.decorate('ranker', ranker);
   app.setErrorHandler(handleError);

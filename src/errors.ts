@@ -49,6 +49,9 @@ export const Errors = {
   UNAUTHORIZED: define('ADMIN_UNAUTHORIZED', 401, () => 'missing or wrong bearer token'),
   BAD_IDENTIFIER: define('ADMIN_BAD_IDENTIFIER', 400, (what: string, value: string) => `${what} "${value}" is not a plain identifier`),
   NOT_FOUND: define('NOT_FOUND', 404, (what: string) => `${what} not found`),
+  BAD_URL: define('BAD_URL', 400, (why: string) => why),
+  UNSUPPORTED_MEDIA_TYPE: define('UNSUPPORTED_MEDIA_TYPE', 415, (why: string) => why),
+  INTERNAL: define('INTERNAL', 500, () => 'internal error'),
 } as const;
 
 /** One name as a JSON pointer token: `~` and `/` escaped (RFC 6901), so a feature named "a/b" stays one step. */

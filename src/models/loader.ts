@@ -9,14 +9,14 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { Errors, isRankerError, isServerTrouble } from '../errors.js';
+import { Errors, RankerError, isRankerError, isServerTrouble } from '../errors.js';
 import { compileFeaturePlan } from '../features/plan.js';
 import { runGate, type ReferenceSource } from './gate.js';
 import { readManifest, readVerifiedModel } from './manifest.js';
 import type { InferencePool } from './pool.js';
 import type { ModelRegistry, ModelVersion } from './registry.js';
 import { kRolloutLockFile } from './rollout-lock.js';
-import { editRollout, kNoChange, readRollout, type ModelFlags, type Rollout } from './rollout.js';
+import { editRollout, flagsOf, kNoChange, readRollout, type ModelFlags, type Rollout } from './rollout.js';
 import { SerialQueue } from './serial-queue.js';
 
 /** The failure fingerprint of a version whose load the server cut short: never equal to a directory's. */
@@ -291,8 +291,11 @@ export class ModelLoader {
     return before !== undefined && before !== (await this.#fingerprint(entry.dir));
   }
 
-  /** Load, validate and make one version ready; on any failure it is marked failed and never served. */
-  async loadVersion(entry: ModelVersion): Promise<ModelVersion> {
+  /**
+   * Load, validate and make one version ready; on any failure it is marked failed and never served.
+   * Resolves with the failure (its code and status, the recorded reason as message), null once ready.
+   */
+  async loadVersion(entry: ModelVersion): Promise<RankerError | null> {
     const log = this.#log.child({ model: entry.name, version: entry.version });
     const fingerprint = await this.#fingerprint(entry.dir);
     this.#registry.setState(entry, 'loading');
@@ -322,6 +325,7 @@ export class ModelLoader {
       this.#registry.setState(entry, 'ready');
       log.info({ provider: load.provider, loadMs: Math.round(load.loadMs), usPerCandidate: gate.msPerCandidate ? +(gate.msPerCandidate * 1000).toFixed(2) : null }, 'model version ready');
       this.#events.loaded?.(entry);
+      return null;
     } catch (error) {
       if (inPool) await this.#pool.unload(entry.key).catch(() => undefined);
       const message = isRankerError(error) ? error.message : `${(error as Error)?.message ?? String(error)}`;
@@ -340,8 +344,9 @@ export class ModelLoader {
       this.#registry.setState(entry, 'failed', why);
       log.error({ reason: why }, 'model version failed; it will not be served');
       this.#events.failed?.(entry);
+      const failure = isRankerError(error) ? error : Errors.LOAD_FAILED(entry.key, message);
+      return new RankerError(failure.code, failure.statusCode, why, { cause: error });
     }
-    return entry;
   }
 
   #apply(rollout: Rollout): void {
@@ -381,14 +386,22 @@ export class ModelLoader {
 
   // ----- operations behind the admin API -----
 
-  async loadByHand(name: string, version: number): Promise<ModelVersion> {
-    await this.scan();
-    const entry = this.#registry.require(name, version);
-    this.#manualUnloads.delete(entry.key);
-    this.#pinnedLoads.add(entry.key);
-    if (entry.state !== 'ready') await this.loadVersion(entry);
-    if (this.#registry.rollout) this.#apply(this.#registry.rollout);
-    return entry;
+  /**
+   * Load a version and keep it loaded across rescans; rejects with the load's or the gate's error.
+   * Queued with unloads and flag changes: a load that ran during an unload's drain answered "ready",
+   * and the unload then removed the version anyway.
+   */
+  loadByHand(name: string, version: number): Promise<ModelVersion> {
+    return this.#flagQueue.run(async () => {
+      await this.scan();
+      const entry = this.#registry.require(name, version);
+      this.#manualUnloads.delete(entry.key);
+      this.#pinnedLoads.add(entry.key);
+      const failure = entry.state === 'ready' ? null : await this.loadVersion(entry);
+      if (this.#registry.rollout) this.#apply(this.#registry.rollout);
+      if (failure) throw failure;
+      return entry;
+    });
   }
 
   /**
@@ -421,7 +434,7 @@ export class ModelLoader {
       this.#edit(async () => {
         // Decided on the flags as they are once this change holds the lock, not as they were when queued.
         const current = await this.#readFlags();
-        const canary = current?.models[name]?.canary;
+        const canary = flagsOf(current, name)?.canary;
         if (!canary || canary.version !== version || canary.percent === 0) return kNoChange;
         return mergeFlags(current, name, { canary: { version, percent: 0 } });
       }),
@@ -457,7 +470,7 @@ type FlagChange = { stable?: number; canary?: { version: number; percent: number
 /** `current` with one model's flags changed; unchanged fields keep their values. */
 function mergeFlags(current: Rollout | null, name: string, change: FlagChange): Rollout {
   if (!current) throw Errors.ROLLOUT_INVALID('no valid rollout flags are loaded yet; PUT /admin/rollout first');
-  const previous = current.models[name];
+  const previous = flagsOf(current, name);
   if (!previous && change.stable === undefined) throw Errors.UNKNOWN_MODEL(name);
   const next: ModelFlags = { stable: change.stable ?? previous!.stable };
   const canary = change.canary === undefined ? previous?.canary : change.canary ?? undefined;

@@ -226,7 +226,7 @@ export class ModelRegistry extends EventEmitter {
     const name = route[objective];
     const modelRoute = table.models.get(name);
     if (!modelRoute) throw Errors.NO_MODEL(name);
-    const pinned = pin?.[name];
+    const pinned = pin && Object.hasOwn(pin, name) ? pin[name] : undefined;
     let version: ModelVersion;
     let arm: Arm;
     if (pinned !== undefined) {

@@ -31,6 +31,14 @@ export const kRolloutFile = 'rollout.json';
 const ajv = new Ajv({ allErrors: false, strict: false });
 const validateSchema = ajv.compile<Rollout>(JSON.parse(readFileSync(schemaPath('rollout.schema.json'), 'utf8')));
 
+/**
+ * One model's flags, own entries only: the flags are parsed JSON, and a model named like an Object
+ * prototype member (`constructor` is a plain name) found the prototype's function instead.
+ */
+export function flagsOf(rollout: Rollout | null | undefined, name: string): ModelFlags | undefined {
+  return rollout && Object.hasOwn(rollout.models, name) ? rollout.models[name] : undefined;
+}
+
 /** Validate parsed flags; cross-field rules: every routed model has flags, canary differs from stable. */
 export function validateRollout(value: unknown): Rollout {
   if (!validateSchema(value)) {
@@ -40,7 +48,7 @@ export function validateRollout(value: unknown): Rollout {
   for (const [surface, route] of Object.entries(value.routes)) {
     for (const objective of ['ctr', 'cvr'] as const) {
       const name = route![objective];
-      if (!value.models[name]) throw Errors.ROLLOUT_INVALID(`/routes/${surface}/${objective} names "${name}", which has no entry in /models`);
+      if (!flagsOf(value, name)) throw Errors.ROLLOUT_INVALID(`/routes/${surface}/${objective} names "${name}", which has no entry in /models`);
     }
   }
   for (const [name, flags] of Object.entries(value.models)) {

@@ -8,6 +8,7 @@ import type { Ranker } from '../app.js';
 import { Errors } from '../errors.js';
 import { kPlainName, kPlainVersion } from '../models/loader.js';
 import type { ModelVersion } from '../models/registry.js';
+import { flagsOf } from '../models/rollout.js';
 
 export interface AdminRouteOptions {
   ranker: Ranker;
@@ -96,7 +97,7 @@ export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: Adm
           name,
           {
             serving: route ? { stable: route.stable.version, canary: route.canary ? { version: route.canary.version.version, percent: route.canary.percent } : null, shadow: route.shadow.map((s) => s.version) } : null,
-            flags: registry.rollout?.models[name] ?? null,
+            flags: flagsOf(registry.rollout, name) ?? null,
             versions: registry.versions(name).map(describe),
           },
         ];
@@ -108,7 +109,7 @@ export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: Adm
     const name = plainName(request.params.name);
     const versions = registry.versions(name);
     if (versions.length === 0) throw Errors.UNKNOWN_MODEL(name);
-    return { name, flags: registry.rollout?.models[name] ?? null, versions: versions.map(describe) };
+    return { name, flags: flagsOf(registry.rollout, name) ?? null, versions: versions.map(describe) };
   });
 
   // One version, for a publisher waiting on its new version: the listings above grow with every
@@ -128,7 +129,7 @@ export async function adminRoutes(app: FastifyInstance, { ranker, isReady }: Adm
     async (request) => {
       const name = plainName(request.params.name);
       const warnings = await loader.updateFlags(name, request.body);
-      return { flags: registry.rollout?.models[name] ?? null, warnings };
+      return { flags: flagsOf(registry.rollout, name) ?? null, warnings };
     },
   );
 

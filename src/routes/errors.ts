@@ -1,6 +1,6 @@
 /** Maps every error a route can meet onto the catalogue's status codes and one JSON error shape. */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { badRequestPath, isRankerError, pointerToken } from '../errors.js';
+import { Errors, badRequestPath, isRankerError, pointerToken } from '../errors.js';
 
 interface ValidationIssue {
   instancePath?: string;
@@ -41,9 +41,12 @@ export function handleError(error: FastifyError & { validation?: ValidationIssue
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return reply.code(413).send(errorBody('RANK_BODY_TOO_LARGE', error.message));
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return reply.code(415).send(errorBody('UNSUPPORTED_MEDIA_TYPE', error.message));
+      return reply.code(415).send(errorBody(Errors.UNSUPPORTED_MEDIA_TYPE.code, error.message));
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return reply.code(400).send(errorBody('RANK_BAD_REQUEST', 'request body is empty', '/'));
+    case 'FST_ERR_BAD_URL':
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return reply.code(400).send(errorBody(Errors.BAD_URL.code, error.message));
   }
   if (error.statusCode === 400 || error instanceof SyntaxError) {
     return reply.code(400).send(errorBody('RANK_BAD_REQUEST', `body is not valid JSON: ${error.message}`, '/'));
@@ -56,5 +59,5 @@ export function handleError(error: FastifyError & { validation?: ValidationIssue
     return reply.code(503).send(errorBody('SERVER_OVERLOADED', error.message));
   }
   request.log.error({ err: error }, 'unhandled error');
-  return reply.code(500).send(errorBody('INTERNAL', 'internal error'));
+  return reply.code(500).send(errorBody(Errors.INTERNAL.code, Errors.INTERNAL().message));
 }
