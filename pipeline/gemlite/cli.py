@@ -318,10 +318,15 @@ def run(args: argparse.Namespace) -> dict:
             # publish() copied the model into the repository; the export is not needed past here.
             shutil.rmtree(tmp, ignore_errors=True)
     if repo is not None and published:
-        if route_published(repo, published, args.rollout) is None:
+        rollout = route_published(repo, published, args.rollout)
+        if rollout is None:
             log(f"rollout.json kept as it was (--rollout keep): {published} published unrouted; promote through a canary")
         else:
             log(f"rollout.json updated: {published} stable")
+            routed = {m for r in rollout["routes"].values() for m in r.values()}
+            if unrouted := sorted(set(published) - routed):
+                log.warn(f"{unrouted} stable but on no surface's route: a route needs flags for both its ctr and "
+                         "cvr model (publish the missing one, or set the route through the admin API)")
 
     report = write_report(out_dir, meta, results, extra)
     log(f"report: {report}")

@@ -37,8 +37,22 @@ def validate_manifest(manifest: dict) -> None:
     jsonschema.Draft7Validator(load_schema("manifest.schema.json")).validate(manifest)
 
 
+class RolloutInvalid(ValueError):
+    """Flags that match the schema but that the server would still reject (ROLLOUT_INVALID)."""
+
+
 def validate_rollout(rollout: dict) -> None:
+    """The schema, then the server's cross-field rules (src/models/rollout.ts validateRollout), with its
+    messages: the server rejects the whole file for any of them, so nothing written here goes live."""
     jsonschema.Draft7Validator(load_schema("rollout.schema.json")).validate(rollout)
+    for surface, route in rollout["routes"].items():
+        for objective in ("ctr", "cvr"):
+            name = route[objective]
+            if name not in rollout["models"]:
+                raise RolloutInvalid(f'/routes/{surface}/{objective} names "{name}", which has no entry in /models')
+    for name, flags in rollout["models"].items():
+        if "canary" in flags and flags["canary"]["version"] == flags["stable"]:
+            raise RolloutInvalid(f"/models/{name}/canary/version equals stable")
 
 
 def sha256_file(path: Path) -> str:
@@ -163,7 +177,12 @@ def write_rollout(repo: Path, rollout: dict) -> Path:
 
 
 def make_rollout(repo: Path, stable: dict[str, int], previous: dict | None = None) -> dict:
-    """Routes per surface (own ctr student; cvr from the surface's own cvr student or feed-cvr)."""
+    """Routes per surface (own ctr student; cvr from the surface's own cvr student or feed-cvr).
+
+    A surface is routed only when both models of its route have flags: a partial publish (one task
+    into a fresh repository) leaves the other surfaces unrouted rather than naming a model the server
+    has no flags for, which would make it reject the whole file.
+    """
     rollout = dict(previous or {"salt": "gemlite-v1", "routes": {}, "models": {}})
     rollout.setdefault("salt", "gemlite-v1")
     models = dict(rollout.get("models", {}))
@@ -178,6 +197,8 @@ def make_rollout(repo: Path, stable: dict[str, int], previous: dict | None = Non
         if ctr not in models:
             continue
         cvr = f"{surface}-cvr" if f"{surface}-cvr" in models else "feed-cvr"
+        if cvr not in models:
+            continue
         routes[surface] = {"ctr": ctr, "cvr": cvr}
     rollout["models"] = models
     rollout["routes"] = routes

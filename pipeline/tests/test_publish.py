@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 
 from pipeline.gemlite.data import World, fit_feature_spec
-from pipeline.gemlite.publish import (build_manifest, clean_stale_temps, make_rollout, publish, route_published, validate_manifest,
-                                      versions, write_rollout)
+from pipeline.gemlite.publish import (RolloutInvalid, build_manifest, clean_stale_temps, make_rollout, publish, route_published,
+                                      validate_manifest, validate_rollout, versions, write_rollout)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,3 +113,25 @@ def test_rollout_keep_publishes_unrouted(tmp_path):
     assert promoted["models"]["feed-ctr"] == {"stable": 2}
     with pytest.raises(ValueError):
         route_published(tmp_path, {"feed-ctr": 3}, "canary")
+
+
+def test_rollout_routes_only_models_with_flags_and_refuses_what_the_server_refuses(tmp_path):
+    """A partial publish (only feed-ctr, no feed-cvr flags yet) must not route a surface to a model with
+    no entry: the server rejects the whole file (ROLLOUT_INVALID) and nothing new goes live."""
+    written = route_published(tmp_path, {"feed-ctr": 1}, "stable")
+    assert written["models"] == {"feed-ctr": {"stable": 1}}
+    assert written["routes"] == {}
+    validate_rollout(json.loads((tmp_path / "rollout.json").read_text()))
+    both = route_published(tmp_path, {"feed-cvr": 1}, "stable")
+    assert both["routes"] == {"feed": {"ctr": "feed-ctr", "cvr": "feed-cvr"}}
+
+    # validate_rollout applies the server's cross-field rules (src/models/rollout.ts validateRollout)
+    unrouted = {"salt": "s", "routes": {"feed": {"ctr": "feed-ctr", "cvr": "feed-cvr"}}, "models": {"feed-ctr": {"stable": 1}}}
+    with pytest.raises(RolloutInvalid, match='/routes/feed/cvr names "feed-cvr", which has no entry in /models'):
+        validate_rollout(unrouted)
+    canary_is_stable = {"salt": "s", "routes": {}, "models": {"feed-ctr": {"stable": 2, "canary": {"version": 2, "percent": 5}}}}
+    with pytest.raises(RolloutInvalid, match="/models/feed-ctr/canary/version equals stable"):
+        validate_rollout(canary_is_stable)
+    with pytest.raises(RolloutInvalid):
+        write_rollout(tmp_path, unrouted)
+    assert json.loads((tmp_path / "rollout.json").read_text()) == both
