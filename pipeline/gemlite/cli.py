@@ -325,8 +325,8 @@ def run(args: argparse.Namespace) -> dict:
             log(f"rollout.json updated: {published} stable")
             routed = {m for r in rollout["routes"].values() for m in r.values()}
             if unrouted := sorted(set(published) - routed):
-                log.warn(f"{unrouted} stable but on no surface's route: a route needs flags for both its ctr and "
-                         "cvr model (publish the missing one, or set the route through the admin API)")
+                log.warn(f"{unrouted} stable but on no surface's route: existing routes are kept, and a new one "
+                         "needs flags for both its ctr and cvr model (set routes through the admin API)")
 
     report = write_report(out_dir, meta, results, extra)
     log(f"report: {report}")

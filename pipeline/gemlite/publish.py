@@ -179,9 +179,11 @@ def write_rollout(repo: Path, rollout: dict) -> Path:
 def make_rollout(repo: Path, stable: dict[str, int], previous: dict | None = None) -> dict:
     """Routes per surface (own ctr student; cvr from the surface's own cvr student or feed-cvr).
 
-    A surface is routed only when both models of its route have flags: a partial publish (one task
-    into a fresh repository) leaves the other surfaces unrouted rather than naming a model the server
-    has no flags for, which would make it reject the whole file.
+    An existing route is kept: it may be an operator's (PUT /admin/rollout), and a publish of one model
+    has no say over surfaces it did not touch. A surface without a route gets one only when both models
+    of that route have flags: a partial publish (one task into a fresh repository) leaves the other
+    surfaces unrouted rather than naming a model the server has no flags for, which would make it
+    reject the whole file.
     """
     rollout = dict(previous or {"salt": "gemlite-v1", "routes": {}, "models": {}})
     rollout.setdefault("salt", "gemlite-v1")
@@ -194,7 +196,7 @@ def make_rollout(repo: Path, stable: dict[str, int], previous: dict | None = Non
     routes = dict(rollout.get("routes", {}))
     for surface in ("feed", "stories", "reels", "marketplace"):
         ctr = f"{surface}-ctr"
-        if ctr not in models:
+        if surface in routes or ctr not in models:
             continue
         cvr = f"{surface}-cvr" if f"{surface}-cvr" in models else "feed-cvr"
         if cvr not in models:

@@ -135,3 +135,19 @@ def test_rollout_routes_only_models_with_flags_and_refuses_what_the_server_refus
     with pytest.raises(RolloutInvalid):
         write_rollout(tmp_path, unrouted)
     assert json.loads((tmp_path / "rollout.json").read_text()) == both
+
+
+def test_stable_publish_keeps_existing_routes(tmp_path):
+    """An operator's route (PUT /admin/rollout) survives a stable publish of an unrelated model; only a
+    surface with no route gets one, once both its models have flags."""
+    flags = {"salt": "gemlite-v1",
+             "routes": {"feed": {"ctr": "feed-ctr", "cvr": "feed-cvr"},
+                        "marketplace": {"ctr": "feed-ctr", "cvr": "feed-cvr"}},
+             "models": {"feed-ctr": {"stable": 2}, "feed-cvr": {"stable": 2}, "marketplace-ctr": {"stable": 2}}}
+    write_rollout(tmp_path, flags)
+    after = route_published(tmp_path, {"feed-cvr": 3, "reels-ctr": 1}, "stable")
+    assert after["routes"]["marketplace"] == {"ctr": "feed-ctr", "cvr": "feed-cvr"}
+    assert after["routes"]["feed"] == flags["routes"]["feed"]
+    assert after["routes"]["reels"] == {"ctr": "reels-ctr", "cvr": "feed-cvr"}
+    assert "stories" not in after["routes"]
+    assert after["models"]["feed-cvr"] == {"stable": 3}
