@@ -172,6 +172,18 @@ test('a lock left by a process of this host that has exited is removed at once',
   assert.equal(stale[0]!.pid, pid);
 });
 
+// A stale lock with a fresh break lock beside it (another waiter breaking it, or one that died doing
+// so): the loop retried at once, spinning a core past its timeout until the break lock aged out.
+test('a stale lock that another waiter is breaking is waited for like a live one, within the timeout', async (t) => {
+  const repo = tempDir(t);
+  writeLock(repo, { pid: deadPid(), host: hostname(), ...kHereSpace, token: 'dead', acquiredAt: new Date().toISOString() });
+  writeFileSync(`${lockPath(repo)}.break`, '');
+  const started = Date.now();
+  await assert.rejects(withRolloutLock(repo, async () => 'ran', { timeoutMs: 300 }), (error: Error & { code?: string }) => error.code === 'ROLLOUT_LOCKED');
+  assert.ok(Date.now() - started < 5000, `gave up after ${Date.now() - started} ms, not when the break lock aged out (10 s)`);
+  assert.ok(existsSync(lockPath(repo)), 'left for the breaker');
+});
+
 test('an unreadable lock older than staleMs is removed; a fresh one is waited for and refused with ROLLOUT_LOCKED', async (t) => {
   const repo = tempDir(t);
   writeLock(repo, '');

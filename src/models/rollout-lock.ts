@@ -91,8 +91,12 @@ async function acquire(file: string, options: RolloutLockOptions): Promise<strin
     if (held === null) continue; // released between our attempt and the look
     if (isStale(held, staleMs)) {
       const removed = await breakStale(file, staleMs);
-      if (removed) options.onStale?.(removed.owner, removed.ageMs);
-      continue;
+      if (removed) {
+        options.onStale?.(removed.owner, removed.ageMs);
+        continue;
+      }
+      // Another waiter is breaking it, or one died doing so: wait as for a live holder. Looping at
+      // once spun a core, past the timeout, until that break lock aged out (10 s).
     }
     if (Date.now() >= giveUpAt) throw Errors.ROLLOUT_LOCKED(file, describe(held), timeoutMs);
     await sleep(kPollMs + Math.random() * kPollMs);
