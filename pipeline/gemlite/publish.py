@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -33,8 +34,33 @@ def load_schema(name: str) -> dict:
     return json.loads((SCHEMAS / name).read_text())
 
 
+def non_finite_path(value, path: str = "") -> str | None:
+    """Where (a JSON pointer) `value` holds a NaN or an infinity, or None. JSON has neither: Python writes
+    them as bare NaN / Infinity tokens, which the server's JSON.parse rejects, and jsonschema's "number"
+    accepts them, so the schema alone does not catch them."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path or "/"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = non_finite_path(item, f"{path}/{key}")
+        if found is not None:
+            return found
+    return None
+
+
+def require_finite(value, what: str) -> None:
+    found = non_finite_path(value)
+    if found is not None:
+        raise ValueError(f"{what}: {found} is not a finite number, which JSON cannot hold")
+
+
+def _json(value, **kw) -> str:
+    return json.dumps(value, allow_nan=False, **kw)
+
+
 def validate_manifest(manifest: dict) -> None:
     jsonschema.Draft7Validator(load_schema("manifest.schema.json")).validate(manifest)
+    require_finite(manifest, "manifest")
 
 
 class RolloutInvalid(ValueError):
@@ -45,6 +71,7 @@ def validate_rollout(rollout: dict) -> None:
     """The schema, then the server's cross-field rules (src/models/rollout.ts validateRollout), with its
     messages: the server rejects the whole file for any of them, so nothing written here goes live."""
     jsonschema.Draft7Validator(load_schema("rollout.schema.json")).validate(rollout)
+    require_finite(rollout, "rollout")
     for surface, route in rollout["routes"].items():
         for objective in ("ctr", "cvr"):
             name = route[objective]
@@ -63,8 +90,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _graded(value):
+    """A metric that could not be computed (NaN: an empty report half, one class only) is unknown."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def build_manifest(name: str, version: int, surface: str, objective: str, model_path: Path, spec: FeatureSpec,
                    calibration: dict, lineage: dict, score_quantiles: dict, max_candidates: int = 2000) -> dict:
+    # lineage.metrics allows null for an unknown grade; the calibration rates do not, so they are left out.
+    calibration = {k: v for k, v in calibration.items()
+                   if k not in ("observedRate", "predictedRate") or _graded(v) is not None}
+    if isinstance(lineage.get("metrics"), dict):
+        lineage = dict(lineage, metrics={k: _graded(v) for k, v in lineage["metrics"].items()})
     manifest = {
         "schemaVersion": 1,
         "name": name,
@@ -127,14 +164,16 @@ def publish(repo: Path, name: str, model_path: Path, manifest: dict, golden: dic
         raise FileExistsError(f"{final} already exists")
     manifest = dict(manifest, version=version)
     validate_manifest(manifest)
+    require_finite(golden, "golden")
+    golden_text, manifest_text = _json(golden, separators=(",", ":")), _json(manifest, indent=2) + "\n"
     tmp = parent / f".tmp-{version}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         shutil.copyfile(model_path, tmp / "model.onnx")
         if sha256_file(tmp / "model.onnx") != manifest["model"]["sha256"]:
             raise RuntimeError("sha256 of the copied model differs from the manifest")
-        (tmp / "golden.json").write_text(json.dumps(golden, separators=(",", ":")))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "golden.json").write_text(golden_text)
+        (tmp / "manifest.json").write_text(manifest_text)
         for f in ("model.onnx", "golden.json", "manifest.json"):
             _fsync_file(tmp / f)
         _fsync_dir(tmp)
@@ -166,10 +205,11 @@ def clean_stale_temps(repo: Path, max_age_s: float = 3600.0) -> list[Path]:
 
 def write_rollout(repo: Path, rollout: dict) -> Path:
     validate_rollout(rollout)
+    text = _json(rollout, indent=2) + "\n"
     repo = Path(repo)
     repo.mkdir(parents=True, exist_ok=True)
     tmp = repo / f".rollout.json.tmp-{secrets.token_hex(4)}"
-    tmp.write_text(json.dumps(rollout, indent=2) + "\n")
+    tmp.write_text(text)
     _fsync_file(tmp)
     os.replace(tmp, repo / "rollout.json")
     _fsync_dir(repo)

@@ -151,3 +151,42 @@ def test_stable_publish_keeps_existing_routes(tmp_path):
     assert after["routes"]["reels"] == {"ctr": "reels-ctr", "cvr": "feed-cvr"}
     assert "stories" not in after["routes"]
     assert after["models"]["feed-cvr"] == {"stable": 3}
+
+
+def test_non_finite_metrics_become_null_and_no_nan_is_ever_written(tiny_world, tmp_path):
+    """JSON has no NaN: a bare NaN token makes the server's JSON.parse reject the manifest (or the flags).
+    An empty report half gives NaN rates and log-loss; they are published as unknown, not as NaN."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"bytes of a model")
+    spec = fit_feature_spec(World(tiny_world), [0, 1], ad_buckets=1009, adv_buckets=211, cat_buckets=101)
+    nan, inf = float("nan"), float("inf")
+    m = build_manifest("feed-cvr", 1, "feed", "cvr", model, spec,
+                       {"method": "identity", "observedRate": nan, "predictedRate": nan},
+                       {"distillation": "none", "metrics": {"auc": None, "logloss": nan, "ne": inf, "evalRows": 0}},
+                       {"p01": 0.001, "p10": 0.01, "p50": 0.02, "p90": 0.05, "p99": 0.1})
+    assert m["calibration"] == {"method": "identity"}  # the schema has no null for the rates: unknown is absent
+    assert m["lineage"]["metrics"] == {"auc": None, "logloss": None, "ne": None, "evalRows": 0}
+    repo = tmp_path / "repo"
+    _, d = publish(repo, "feed-cvr", model, m, {})
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda token: pytest.fail(f"non-JSON token {token}"))
+
+    strict((d / "manifest.json").read_text())
+
+    bad = json.loads(json.dumps(m))
+    bad["lineage"]["metrics"]["ne"] = nan
+    with pytest.raises(ValueError, match="lineage/metrics/ne"):
+        validate_manifest(bad)
+    with pytest.raises(ValueError, match="lineage/metrics/ne"):
+        publish(repo, "feed-cvr", model, bad, {})
+    with pytest.raises(ValueError, match="golden"):
+        publish(repo, "feed-cvr", model, m, {"cases": [{"outputs": {"p": {"data": [nan]}}}]})
+    assert versions(repo, "feed-cvr") == [1] and _visible(repo, "feed-cvr") == ["1"]
+    assert not list((repo / "feed-cvr").glob(".tmp-*"))
+
+    flags = {"salt": "s", "routes": {}, "models": {"feed-cvr": {"stable": 1}}}
+    write_rollout(repo, flags)
+    with pytest.raises(ValueError, match="percent"):
+        write_rollout(repo, {**flags, "models": {"feed-cvr": {"stable": 1, "canary": {"version": 2, "percent": nan}}}})
+    assert strict((repo / "rollout.json").read_text()) == flags
