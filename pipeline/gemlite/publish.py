@@ -1,13 +1,16 @@
 """Model packages: manifest + golden, schema validation, and atomic publishing into the repository.
 
-Publishing writes `model.onnx`, `manifest.json`, `golden.json` into a hidden sibling directory
-`<repo>/<name>/.tmp-<random>`, fsyncs every file and the directory, renames it to the next version
-number and fsyncs the parent. The server ignores hidden directories, so an interrupted publish
+Publishing claims the next version number (an exclusively created hidden file `<repo>/<name>/.claimed-<v>`,
+so two publishers of one model never take the same number, and a number is never handed out again),
+writes `model.onnx`, `manifest.json`, `golden.json` into a hidden sibling directory
+`<repo>/<name>/.tmp-<v>-<random>`, fsyncs every file and the directory, renames it to the version
+number and fsyncs the parent. The server ignores hidden entries, so an interrupted publish
 never leaves a visible (half-written) version. rollout.json is replaced the same way (temp + rename),
 under the rollout lock it shares with the server (rollout_lock.py).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -15,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -28,6 +32,11 @@ from .rollout_lock import rollout_lock
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO_ROOT / "schemas"
 _VERSION = re.compile(r"^[1-9][0-9]*$")
+_CLAIM = re.compile(r"^\.claimed-([1-9][0-9]*)$")
+# The newest claim is the high-water mark and stays. One below it goes once its version folder exists
+# (which then holds the number), else once this old: a publisher that listed the model before it was
+# claimed could meanwhile find the number free again and take it while its first owner is still writing.
+CLAIM_KEEP_S = 3600.0
 
 
 def load_schema(name: str) -> dict:
@@ -130,6 +139,58 @@ def versions(repo: Path, name: str) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and _VERSION.match(p.name))
 
 
+def _claims(parent: Path) -> list[int]:
+    if not parent.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in parent.iterdir() if (m := _CLAIM.match(p.name)))
+
+
+def _flagged_versions(repo: Path, name: str) -> list[int]:
+    """Every version of `name` that rollout.json names (stable, canary, shadow), on disk or not."""
+    path = Path(repo) / "rollout.json"
+    try:
+        flags = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except ValueError as e:
+        raise ValueError(f"{path} is not JSON ({e}): the versions it names are unknown, so no number is safe to take") from None
+    entry = flags.get("models", {}).get(name, {}) if isinstance(flags, dict) and isinstance(flags.get("models"), dict) else {}
+    if not isinstance(entry, dict):
+        return []
+    named = [entry.get("stable"), (entry.get("canary") or {}).get("version"), *(entry.get("shadow") or [])]
+    return [v for v in named if isinstance(v, int)]
+
+
+def highest_version(repo: Path, name: str) -> int:
+    """The highest number `name` has used: version folders, versions rollout.json names, claims (0: none)."""
+    parent = Path(repo) / name
+    return max([0, *versions(repo, name), *_flagged_versions(repo, name), *_claims(parent)])
+
+
+def _claim(parent: Path, repo: Path, name: str, version: int | None) -> int:
+    """Take a version number by creating its claim exclusively; the loser of a race takes the next one."""
+    while True:
+        high = highest_version(repo, name)
+        v = high + 1 if version is None else version
+        if v <= high:
+            raise FileExistsError(f"{name} version {v} exists or was used before (highest {high}); numbers are never reused")
+        try:
+            os.close(os.open(parent / f".claimed-{v}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            if version is not None:
+                raise FileExistsError(f"{name} version {v} is being published by another process") from None
+            continue
+        _fsync_dir(parent)
+        for old in _claims(parent):
+            claim = parent / f".claimed-{old}"
+            try:
+                if old < v and ((parent / str(old)).is_dir() or time.time() - claim.stat().st_mtime > CLAIM_KEEP_S):
+                    claim.unlink()
+            except FileNotFoundError:
+                pass
+        return v
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -150,41 +211,55 @@ def publish(repo: Path, name: str, model_path: Path, manifest: dict, golden: dic
             version: int | None = None, before_rename: Callable[[Path], None] | None = None) -> tuple[int, Path]:
     """Atomically publish one version; returns (version, final dir).
 
-    `manifest["version"]` is set to the version published (default: latest + 1) and re-validated,
-    and `manifest.model.sha256` is checked against the file actually written.
-    `before_rename` is a test hook called with the temp dir just before the rename.
+    The version (default: above every number `name` has used, see `highest_version`) is claimed
+    first; `manifest["version"]` is set to it and re-validated, and `manifest.model.sha256` is checked
+    against the file actually written. A folder of that number that appears before the rename (put
+    there by something that takes no claim) sends the publish on to the next number, its manifest
+    rewritten for it. `before_rename` is a test hook called with the temp dir just before the rename.
     """
     repo = Path(repo)
     parent = repo / name
-    parent.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = (versions(repo, name) or [0])[-1] + 1
-    final = parent / str(version)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists")
-    manifest = dict(manifest, version=version)
-    validate_manifest(manifest)
+    # Everything that can be refused is checked before a number is claimed or a file written.
+    validate_manifest(dict(manifest, version=version or 1))
     require_finite(golden, "golden")
-    golden_text, manifest_text = _json(golden, separators=(",", ":")), _json(manifest, indent=2) + "\n"
-    tmp = parent / f".tmp-{version}-{secrets.token_hex(4)}"
+    golden_text = _json(golden, separators=(",", ":"))
+    parent.mkdir(parents=True, exist_ok=True)
+    claimed = [_claim(parent, repo, name, version)]
+    tmp = parent / f".tmp-{claimed[0]}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         shutil.copyfile(model_path, tmp / "model.onnx")
         if sha256_file(tmp / "model.onnx") != manifest["model"]["sha256"]:
             raise RuntimeError("sha256 of the copied model differs from the manifest")
         (tmp / "golden.json").write_text(golden_text)
-        (tmp / "manifest.json").write_text(manifest_text)
-        for f in ("model.onnx", "golden.json", "manifest.json"):
+        for f in ("model.onnx", "golden.json"):
             _fsync_file(tmp / f)
-        _fsync_dir(tmp)
-        if before_rename is not None:
-            before_rename(tmp)
-        os.rename(tmp, final)  # atomic on one filesystem; fails if `final` appeared meanwhile
+        while True:
+            final = parent / str(claimed[-1])
+            published = dict(manifest, version=claimed[-1])
+            validate_manifest(published)
+            (tmp / "manifest.json").write_text(_json(published, indent=2) + "\n")
+            _fsync_file(tmp / "manifest.json")
+            _fsync_dir(tmp)
+            if before_rename is not None:
+                before_rename(tmp)
+            try:
+                if final.exists():  # rename() would replace an empty folder instead of failing
+                    raise FileExistsError(errno.EEXIST, "a version folder of this number exists", str(final))
+                os.rename(tmp, final)  # atomic on one filesystem; fails if a non-empty `final` appeared meanwhile
+                break
+            except OSError as e:
+                if version is not None or e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            claimed.append(_claim(parent, repo, name, None))
         _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        # A number nothing was published under may be taken again (a version folder of it would count anyway).
+        for v in claimed:
+            (parent / f".claimed-{v}").unlink(missing_ok=True)
         raise
-    return version, final
+    return claimed[-1], final
 
 
 def clean_stale_temps(repo: Path, max_age_s: float = 3600.0) -> list[Path]:

@@ -1,6 +1,7 @@
 """Manifests validate; publishing is atomic (an interrupted publish leaves no visible version)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_killed_publish_leaves_only_hidden_temp(tiny_world, tmp_path):
     assert clean_stale_temps(repo) == []  # too fresh: could be a publish in progress elsewhere
     assert clean_stale_temps(repo, max_age_s=0) and not list((repo / "feed-ctr").glob(".tmp-*"))
     v, _ = publish(repo, "feed-ctr", model, m, {})
-    assert v == 1
+    assert v == 2, "the killed publish's number stays claimed: a number is never handed out twice"
 
 
 def test_rollout_routes(tmp_path):
@@ -190,3 +191,68 @@ def test_non_finite_metrics_become_null_and_no_nan_is_ever_written(tiny_world, t
     with pytest.raises(ValueError, match="percent"):
         write_rollout(repo, {**flags, "models": {"feed-cvr": {"stable": 1, "canary": {"version": 2, "percent": nan}}}})
     assert strict((repo / "rollout.json").read_text()) == flags
+
+
+def _publish_in_child(args):
+    repo, model, m, n = args
+    return [publish(repo, "feed-ctr", model, m, {})[0] for _ in range(n)]
+
+
+def test_concurrent_publishers_take_distinct_versions(tiny_world, tmp_path):
+    """Two publishers of one model at once (a run and a reexport) used to both take latest + 1; the slower
+    one's rename then died with ENOTEMPTY after training. Each now claims its number exclusively, and a
+    version that appears under it anyway (a copy by hand) sends it on to the next number."""
+    import multiprocessing
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"bytes of a model")
+    m = _manifest(tiny_world, model)
+    repo = tmp_path / "repo"
+    publish(repo, "feed-ctr", model, m, {})
+    inner = []
+    a, _ = publish(repo, "feed-ctr", model, m, {},
+                   before_rename=lambda tmp: inner.append(publish(repo, "feed-ctr", model, m, {})[0]))
+    assert (a, inner) == (2, [3])
+
+    def copied_by_hand(tmp):
+        taken = repo / "feed-ctr" / tmp.name.split("-")[1]  # .tmp-<claimed version>-<random>
+        taken.mkdir()
+        (taken / "manifest.json").write_text("{}")
+
+    hooks = iter([copied_by_hand])
+    b, d = publish(repo, "feed-ctr", model, m, {}, before_rename=lambda tmp: next(hooks, lambda _: None)(tmp))
+    assert b == 5 and d == repo / "feed-ctr" / "5" and (repo / "feed-ctr" / "4" / "manifest.json").read_text() == "{}"
+
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        got = pool.map(_publish_in_child, [(repo, model, m, 3)] * 4)
+    taken = sorted(v for vs in got for v in vs)
+    assert taken == list(range(6, 18))
+    for v in [1, 2, 3, 5] + taken:
+        assert json.loads((repo / "feed-ctr" / str(v) / "manifest.json").read_text())["version"] == v
+    assert not list((repo / "feed-ctr").glob(".tmp-*"))
+
+
+def test_removed_version_number_is_never_reused(tiny_world, tmp_path):
+    """Flags still naming a removed version (a canary whose folder an operator deleted) would route a new,
+    never-promoted model that took its number; so would a server's cached view of the old one."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"bytes of a model")
+    m = _manifest(tiny_world, model)
+    repo = tmp_path / "repo"
+    for _ in range(3):
+        publish(repo, "feed-ctr", model, m, {})
+    write_rollout(repo, {"salt": "s", "routes": {},
+                         "models": {"feed-ctr": {"stable": 2, "canary": {"version": 7, "percent": 10}, "shadow": [5]}}})
+    shutil.rmtree(repo / "feed-ctr" / "3")
+    assert publish(repo, "feed-ctr", model, m, {})[0] == 8  # above the canary the flags name
+    shutil.rmtree(repo / "feed-ctr" / "8")
+    (repo / "rollout.json").unlink()
+    v, d = publish(repo, "feed-ctr", model, m, {})
+    assert v == 9 and json.loads((d / "manifest.json").read_text())["version"] == 9  # the high-water mark
+    with pytest.raises(FileExistsError, match="never reused"):
+        publish(repo, "feed-ctr", model, m, {}, version=8)
+    assert versions(repo, "feed-ctr") == [1, 2, 9]
+    (repo / "rollout.json").write_text("{not json")
+    with pytest.raises(ValueError, match="rollout.json"):
+        publish(repo, "feed-ctr", model, m, {})
+    assert versions(repo, "feed-ctr") == [1, 2, 9] and not list((repo / "feed-ctr").glob(".tmp-*"))

@@ -54,7 +54,10 @@ def test_serving_forward_equals_training_forward(tiny_world, hist_relu, wide, te
 def _copy_repo(tmp_path, name="feed-ctr", version_dir=LEGACY):
     repo = tmp_path / "repo"
     shutil.copytree(version_dir, repo / name / "1")
-    shutil.copy(ROOT / "models" / "rollout.json", repo / "rollout.json")
+    # the bundled flags, saying what this repository holds: version 1 (a flagged number is never reused)
+    flags = json.loads((ROOT / "models" / "rollout.json").read_text())
+    flags["models"][name] = {"stable": 1}
+    (repo / "rollout.json").write_text(json.dumps(flags))
     return repo
 
 
