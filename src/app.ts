@@ -86,7 +86,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   const retirement = new VersionSeriesRetirement(metrics, config.metricsVersionGraceMs, (error) => log.error({ err: error }, 'retiring a version\'s metric series failed'));
   let loader: ModelLoader;
   const canary = new CanaryMonitor(config.canary, registry, log, metrics, (name, version) => loader.rollbackCanary(name, version));
-  const shadow = new ShadowRunner(pool, registry, metrics, config.shadowMaxInflight);
+  const shadow = new ShadowRunner(pool, registry, metrics, { maxInflight: config.shadowMaxInflight, maxRunMs: config.shadowMaxRunMs });
   const impressions = config.impressionLog ? createImpressionLog(config.impressionLog) : null;
   loader = new ModelLoader(config, registry, pool, log, options.reference ?? worldReferenceRequests, {
     failed: (entry) => metrics.loadFailures.inc({ model: entry.name }),

@@ -65,6 +65,7 @@ export interface Config {
   keepVersions: number;
   modelMaxBytes: number;
   shadowMaxInflight: number;
+  shadowMaxRunMs: number;
   gate: {
     maxMeanShift: number;
     maxQuantileShift: number;
@@ -211,6 +212,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     // The loader holds a loaded version's bytes for replacement workers: students are ~0.5 MB.
     modelMaxBytes: integer(env, 'MODEL_MAX_BYTES', 256 * 1024 * 1024, 1024),
     shadowMaxInflight: integer(env, 'SHADOW_MAX_INFLIGHT', 4, 0, 1000),
+    shadowMaxRunMs: decimal(env, 'SHADOW_MAX_RUN_MS', 2, 0, 1000),
     gate: {
       maxMeanShift: decimal(env, 'GATE_MAX_MEAN_SHIFT', 1.5, 0),
       maxQuantileShift: decimal(env, 'GATE_MAX_QUANTILE_SHIFT', 2.5, 0),

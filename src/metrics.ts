@@ -88,7 +88,7 @@ export function createMetrics() {
     rolloutRejected: new client.Counter({ name: 'rollout_rejected_total', help: 'Rollout flag files rejected (the last good flags stay)', registers: [registry] }),
     rollbacks: new client.Counter({ name: 'canary_rollbacks_total', help: 'Automatic canary rollbacks', labelNames: ['model'], registers: [registry] }),
     shadowDelta: new client.Histogram({ name: 'shadow_score_abs_delta', help: 'Mean |shadow - primary| score per request', labelNames: ['model', 'version'], buckets: [0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3], registers: [registry] }),
-    shadowDropped: new client.Counter({ name: 'shadow_dropped_total', help: 'Shadow scorings skipped to protect primary traffic', registers: [registry] }),
+    shadowDropped: new client.Counter({ name: 'shadow_dropped_total', help: 'Shadow scorings not done: busy (in-flight limit or a queue), too_slow (expected run over SHADOW_MAX_RUN_MS), failed (an error, or no idle worker within 5 s)', labelNames: ['reason'], registers: [registry] }),
     userCache: new client.Counter({ name: 'user_cache_lookups_total', help: 'User-side tensor cache lookups', labelNames: ['result'], registers: [registry] }),
     truncated: new client.Counter({ name: 'rank_history_truncated_total', help: 'Requests whose history was longer than the model uses', registers: [registry] }),
     retiredSeries: new client.Counter({ name: 'metrics_version_series_retired_total', help: 'Per-version counter and histogram series removed after their version was unloaded', registers: [registry] }),

@@ -112,6 +112,8 @@ export class InferencePool {
   #slots: Slot[] = [];
   #pending: PendingItem[] = [];
   #pendingCandidates = 0;
+  /** Work that must not delay traffic (shadow scoring): only run on a worker with nothing else to do. */
+  #background: PendingItem[] = [];
   /** Loaded versions and what their sessions were created from: a replacement worker loads the same. */
   #loaded = new Map<string, ModelSource>();
   /** The latest load or unload of each key: concurrent calls share it or queue behind it (see #serialize). */
@@ -445,6 +447,30 @@ export class InferencePool {
   }
 
   /**
+   * Score one encoded request behind all traffic: dispatched only while no request waits and to a worker
+   * with no batch running or queued, one batch at a time, and never counted in the queue's length or
+   * in deadline estimates. A request that arrives while it runs still waits for that one run, so
+   * callers bound its cost (ShadowRunner); it fails at `deadlineAt` if no worker was idle by then.
+   */
+  scoreInBackground(key: string, plan: FeaturePlan, encoded: EncodedRequest, outputName: string, deadlineAt: number): Promise<Float32Array> {
+    if (this.#closing) return Promise.reject(Errors.SHUTTING_DOWN());
+    if (!this.mayServe(key)) return Promise.reject(unavailable(key));
+    return new Promise((resolve, reject) => {
+      const enqueuedAt = performance.now();
+      const candidates = encoded.candidates.count;
+      this.#background.push({ key, plan, encoded, candidates, outputName, enqueuedAt, deadlineAt, deadlineMs: Math.round(deadlineAt - enqueuedAt), resolve, reject });
+      this.#pump();
+      if (this.#background.length > 0) this.#watchDeadline(deadlineAt);
+    });
+  }
+
+  /** Expected run time of `candidates` candidates of `key` from its recent batches; null before any ran. */
+  observedRunMs(key: string, candidates: number): number | null {
+    const perCandidate = this.#msPerCandidate.get(key);
+    return perCandidate === undefined ? null : perCandidate * candidates;
+  }
+
+  /**
    * Keep one timer at (or before) the earliest deadline in the queue: the dispatch-time check alone
    * never runs while no worker frees up. Queued items mostly share a deadline length, so a later
    * item rarely moves the timer.
@@ -461,8 +487,10 @@ export class InferencePool {
     this.#deadlineTimerAt = Infinity;
     const now = performance.now();
     this.#rejectPending((item) => (now >= item.deadlineAt ? Errors.DEADLINE(item.deadlineMs) : null));
+    this.#rejectBackground((item) => (now >= item.deadlineAt ? Errors.DEADLINE(item.deadlineMs) : null));
     let next = Infinity;
     for (const item of this.#pending) if (item.deadlineAt < next) next = item.deadlineAt;
+    for (const item of this.#background) if (item.deadlineAt < next) next = item.deadlineAt;
     if (next < Infinity) this.#watchDeadline(next);
   }
 
@@ -519,6 +547,37 @@ export class InferencePool {
       const items = this.#take(head.key, now);
       if (items.length > 0) this.#dispatch(slot, head.key, items);
     }
+    this.#pumpBackground();
+  }
+
+  /** Background work, only once no request waits, one item per idle worker. */
+  #pumpBackground(): void {
+    while (this.#pending.length === 0 && this.#background.length > 0) {
+      const head = this.#background[0];
+      if (!this.mayServe(head.key)) {
+        const error = unavailable(head.key);
+        this.#rejectBackground((item) => (item.key === head.key ? error : null));
+        continue;
+      }
+      const slot = this.#idleSlot(head.key);
+      if (!slot) return;
+      this.#background.shift();
+      if (performance.now() >= head.deadlineAt) head.reject(Errors.DEADLINE(head.deadlineMs));
+      else this.#dispatch(slot, head.key, [head]);
+    }
+  }
+
+  #rejectBackground(reasonFor: (item: PendingItem) => RankerError | null): void {
+    this.#background = this.#background.filter((item) => {
+      const error = reasonFor(item);
+      if (error) item.reject(error);
+      return error === null;
+    });
+  }
+
+  #idleSlot(key: string): Slot | null {
+    for (const slot of this.#slots) if (slot.ready && slot.loading === 0 && slot.inflight.size === 0 && slot.keys.has(key)) return slot;
+    return null;
   }
 
   /** Fail and drop the queued items `reasonFor` returns an error for; the others keep their order. */
@@ -678,8 +737,9 @@ export class InferencePool {
     this.#respawns.clear();
     for (const timer of this.#reloadRetries) clearTimeout(timer);
     this.#reloadRetries.clear();
-    for (const item of this.#pending) item.reject(Errors.SHUTTING_DOWN());
+    for (const item of [...this.#pending, ...this.#background]) item.reject(Errors.SHUTTING_DOWN());
     this.#pending = [];
+    this.#background = [];
     this.#pendingCandidates = 0;
     await Promise.all(this.#slots.map((slot) => this.#exitWorker(slot, 0, 5000)));
     this.#slots = [];

@@ -1,7 +1,9 @@
 /**
  * Shadow scoring: versions flagged as shadow score the same request after the primary response is
- * ready, on a bounded budget (in-flight limit, and never while the pool has a queue), so they cannot
- * delay primary traffic. Only the score differences are recorded; they are never returned.
+ * ready, on a bounded budget, so they cannot delay primary traffic: an in-flight limit, never while
+ * the pool has a queue, only on an idle worker (the pool's background lane), and only a run expected
+ * to take at most SHADOW_MAX_RUN_MS: a run cannot be interrupted, and a request arriving meanwhile
+ * waits for it. Only the score differences are recorded; they are never returned.
  */
 import { encodeRequest } from '../features/encode.js';
 import type { RankRequest } from '../features/request.js';
@@ -22,23 +24,43 @@ export class ShadowRunner {
   readonly #registry: ModelRegistry;
   readonly #metrics: Metrics;
   readonly #maxInflight: number;
+  readonly #maxRunMs: number;
   #inflight = 0;
   #idle: Array<() => void> = [];
   #summaries = new Map<string, ShadowSummary>();
   dropped = 0;
 
-  constructor(pool: InferencePool, registry: ModelRegistry, metrics: Metrics, maxInflight: number) {
+  constructor(pool: InferencePool, registry: ModelRegistry, metrics: Metrics, limits: { maxInflight: number; maxRunMs: number }) {
     this.#pool = pool;
     this.#registry = registry;
     this.#metrics = metrics;
-    this.#maxInflight = maxInflight;
+    this.#maxInflight = limits.maxInflight;
+    this.#maxRunMs = limits.maxRunMs;
+  }
+
+  /**
+   * What a run of `candidates` is expected to cost: from the version's recent runs, else from its
+   * gate's timing (the slowest history bucket, so an overestimate for short histories).
+   */
+  #expectedRunMs(shadow: ModelVersion, candidates: number): number {
+    const observed = this.#pool.observedRunMs(shadow.key, candidates);
+    if (observed !== null) return observed;
+    return (shadow.gate?.msPerCandidate ?? 0) * candidates;
+  }
+
+  #drop(reason: 'busy' | 'too_slow' | 'failed'): void {
+    this.dropped++;
+    this.#metrics.shadowDropped.inc({ reason });
   }
 
   schedule(request: RankRequest, primary: { version: ModelVersion; scores: Float32Array }, shadows: ModelVersion[]): void {
     for (const shadow of shadows) {
       if (this.#inflight >= this.#maxInflight || this.#pool.queuedCandidates > 0) {
-        this.dropped++;
-        this.#metrics.shadowDropped.inc();
+        this.#drop('busy');
+        continue;
+      }
+      if (this.#expectedRunMs(shadow, request.candidates.length) > this.#maxRunMs) {
+        this.#drop('too_slow');
         continue;
       }
       this.#inflight++;
@@ -57,7 +79,7 @@ export class ShadowRunner {
   async #run(request: RankRequest, primary: ModelVersion, primaryScores: Float32Array, shadow: ModelVersion): Promise<void> {
     try {
       const encoded = encodeRequest(shadow.plan!, request);
-      const scores = await this.#pool.score(shadow.key, shadow.plan!, encoded, shadow.outputName, performance.now() + 5000);
+      const scores = await this.#pool.scoreInBackground(shadow.key, shadow.plan!, encoded, shadow.outputName, performance.now() + 5000);
       let sum = 0;
       let max = 0;
       for (let i = 0; i < scores.length; i++) {
@@ -74,8 +96,7 @@ export class ShadowRunner {
       s.requests++;
       this.#summaries.set(key, s);
     } catch {
-      this.dropped++;
-      this.#metrics.shadowDropped.inc();
+      this.#drop('failed');
     }
   }
 
