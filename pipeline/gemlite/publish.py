@@ -145,18 +145,24 @@ def _claims(parent: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in parent.iterdir() if (m := _CLAIM.match(p.name)))
 
 
-def _flagged_versions(repo: Path, name: str) -> list[int]:
-    """Every version of `name` that rollout.json names (stable, canary, shadow), on disk or not."""
+def model_flags(repo: Path, name: str) -> dict:
+    """rollout.json's entry for `name` ({} without one, or without the file); read without the lock,
+    like the server's rescans (the file is only ever replaced whole)."""
     path = Path(repo) / "rollout.json"
     try:
         flags = json.loads(path.read_text())
     except FileNotFoundError:
-        return []
+        return {}
     except ValueError as e:
-        raise ValueError(f"{path} is not JSON ({e}): the versions it names are unknown, so no number is safe to take") from None
-    entry = flags.get("models", {}).get(name, {}) if isinstance(flags, dict) and isinstance(flags.get("models"), dict) else {}
-    if not isinstance(entry, dict):
-        return []
+        raise ValueError(f"{path} is not JSON ({e}): the versions it names are unknown") from None
+    models = flags.get("models") if isinstance(flags, dict) else None
+    entry = models.get(name) if isinstance(models, dict) else None
+    return entry if isinstance(entry, dict) else {}
+
+
+def _flagged_versions(repo: Path, name: str) -> list[int]:
+    """Every version of `name` that rollout.json names (stable, canary, shadow), on disk or not."""
+    entry = model_flags(repo, name)
     named = [entry.get("stable"), (entry.get("canary") or {}).get("version"), *(entry.get("shadow") or [])]
     return [v for v in named if isinstance(v, int)]
 

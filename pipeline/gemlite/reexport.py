@@ -7,6 +7,10 @@ published ONNX file, so no training checkpoint is needed:
 
     /usr/bin/python3 -m pipeline.gemlite.reexport --repo models --rollout stable feed-ctr feed-cvr
 
+The source is the version rollout.json serves as stable (the newest folder may be a canary that was
+rolled back), or NAME@VERSION; with --rollout stable, a source other than the current stable needs
+--promote-non-stable, since its weights then become what every user is served.
+
 Before anything is published, three checks must pass: the StudentNet rebuilt from the old file
 reproduces the old file's scores through onnxruntime (so the weights were read back correctly), the
 new file matches PyTorch (the usual export parity), and the new golden scores agree with the old
@@ -30,7 +34,7 @@ from onnx import numpy_helper
 from .data import DenseFeature, FeatureSpec, request_tensors
 from .export import INPUT_NAMES, bench_student, export_student, ort_run, parity_of, to_case, torch_scores
 from .golden import golden_tensors, parity_cases
-from .publish import publish, route_published, sha256_file, validate_manifest, versions
+from .publish import model_flags, publish, route_published, sha256_file, validate_manifest, versions
 from .students import StudentConfig, StudentNet
 
 # The rebuilt net must reproduce the old file to within float32 rounding of a reordered sum.
@@ -112,13 +116,23 @@ def student_from_onnx(model_path: Path, spec: FeatureSpec) -> StudentNet:
     return net.eval()
 
 
+def stable_version(repo: Path, name: str) -> int | None:
+    """The version rollout.json serves as `name`'s stable, or None when it has no flags for it."""
+    stable = model_flags(repo, name).get("stable")
+    return stable if isinstance(stable, int) else None
+
+
 def reexport(repo: Path, name: str, version: int | None = None, log=print) -> dict:
-    """Publish `name`@`version` (default: its newest) again with the current serving graph."""
+    """Publish `name`@`version` again with the current serving graph; by default the version served as
+    stable, or the newest on disk when rollout.json has no flags for `name`."""
     repo = Path(repo)
     published = versions(repo, name)
     if not published:
         raise ReexportError(f"no published versions of {name} in {repo}")
-    version = published[-1] if version is None else version
+    if version is None:
+        version = stable_version(repo, name) or published[-1]
+    if version not in published:
+        raise ReexportError(f"{name}@{version} is not in {repo} (versions there: {published})")
     src = repo / name / str(version)
     manifest = json.loads((src / "manifest.json").read_text())
     validate_manifest(manifest)
@@ -165,13 +179,32 @@ def reexport(repo: Path, name: str, version: int | None = None, log=print) -> di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gemlite-reexport", description=__doc__.split("\n\n")[0])
-    ap.add_argument("names", nargs="+", help="models to re-export (their newest version)")
+    ap.add_argument("names", nargs="+", metavar="NAME[@VERSION]",
+                    help="models to re-export: by default the version rollout.json serves as stable (the newest "
+                         "on disk for a model it has no flags for); NAME@VERSION re-exports that version")
     ap.add_argument("--repo", default="models")
     ap.add_argument("--rollout", choices=["stable", "keep"], default="keep",
                     help="stable: the new versions become stable; keep: rollout.json is left untouched")
+    ap.add_argument("--promote-non-stable", action="store_true",
+                    help="with --rollout stable, accept a NAME@VERSION that is not the current stable, so that its "
+                         "weights become stable (a rollback to an older version, or promoting a canary's); without "
+                         "it such a request is refused before anything is published")
     args = ap.parse_args(argv)
-    reports = [reexport(Path(args.repo), name) for name in args.names]
-    route_published(Path(args.repo), {r["name"]: r["version"] for r in reports}, args.rollout)
+    repo = Path(args.repo)
+    targets = []
+    for spec in args.names:
+        name, _, version = spec.partition("@")
+        if version and not re.fullmatch(r"[1-9][0-9]*", version):
+            ap.error(f"{spec}: VERSION must be a version number")
+        targets.append((name, int(version) if version else None))
+    if args.rollout == "stable" and not args.promote_non_stable:
+        for name, version in targets:
+            stable = stable_version(repo, name)
+            if version is not None and stable is not None and version != stable:
+                raise ReexportError(f"{name}@{version} is not the current stable ({stable}): --rollout stable would make "
+                                    "its weights stable; pass --promote-non-stable if that is meant, or use --rollout keep")
+    reports = [reexport(repo, name, version) for name, version in targets]
+    route_published(repo, {r["name"]: r["version"] for r in reports}, args.rollout)
     print(json.dumps(reports, indent=2))
     return 0
 

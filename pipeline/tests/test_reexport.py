@@ -83,7 +83,7 @@ def test_reexport_legacy_then_current_format(tmp_path, golden_holds):
     for new, before in zip(golden["requests"], old_golden["requests"]):
         assert np.allclose(new["p"], before["p"], atol=1e-6)
     # and the current format re-exports to the same function again
-    second = reexport(repo, "feed-ctr", log=lambda _: None)
+    second = reexport(repo, "feed-ctr", 2, log=lambda _: None)  # 1 is still the stable, the default source
     assert (second["from"], second["version"]) == (2, 3) and second["maxAbsDiffVsOld"] < 1e-7
     assert versions(repo, "feed-ctr") == [1, 2, 3]
 
@@ -153,3 +153,32 @@ def test_reexport_of_a_pipeline_run(tiny_run, tmp_path, golden_holds):
     report = reexport(repo, name, log=lambda _: None)
     assert report["maxAbsDiffVsOld"] < 1e-7
     golden_holds(repo / name / str(report["version"]))
+
+
+def test_reexport_takes_the_stable_version_and_promotes_another_only_when_asked(tmp_path):
+    """The newest folder may be a canary that was rolled back: re-exporting it by default, and with
+    --rollout stable, made its weights stable. The default source is what rollout.json serves."""
+    repo = tmp_path / "repo"
+    for v in ("1", "2"):
+        shutil.copytree(ROOT / "models" / "feed-ctr" / v, repo / "feed-ctr" / v)
+    flags = json.loads((ROOT / "models" / "rollout.json").read_text())
+    flags["models"]["feed-ctr"] = {"stable": 1}  # 2 was a canary, rolled back
+    (repo / "rollout.json").write_text(json.dumps(flags))
+
+    def source(version):
+        return json.loads((repo / "feed-ctr" / str(version) / "manifest.json").read_text())["lineage"]["reexportedFrom"]["version"]
+
+    assert main(["--repo", str(repo), "--rollout", "stable", "feed-ctr"]) == 0
+    stable = json.loads((repo / "rollout.json").read_text())["models"]["feed-ctr"]["stable"]
+    assert stable == 3 and source(3) == 1
+    with pytest.raises(ReexportError, match=r"feed-ctr@2 is not the current stable \(3\).*--promote-non-stable"):
+        main(["--repo", str(repo), "--rollout", "stable", "feed-ctr@2"])
+    assert versions(repo, "feed-ctr") == [1, 2, 3]
+    assert main(["--repo", str(repo), "feed-ctr@2"]) == 0  # keep: published unrouted, nothing promoted
+    assert source(4) == 2 and json.loads((repo / "rollout.json").read_text())["models"]["feed-ctr"] == {"stable": 3}
+    # a model with no flags: its newest version
+    del flags["models"]["feed-ctr"]
+    for surface in [s for s, r in flags["routes"].items() if r["ctr"] == "feed-ctr"]:
+        del flags["routes"][surface]
+    (repo / "rollout.json").write_text(json.dumps(flags))
+    assert reexport(repo, "feed-ctr", log=lambda _: None)["from"] == 4
