@@ -69,14 +69,20 @@ def _acquire(path: Path, timeout_s: float, stale_s: float, on_stale) -> str:
         if held is None:
             continue  # released between our attempt and the look
         holder, age_s = held
-        if _is_stale(holder, age_s, stale_s):
+        stale = _is_stale(holder, age_s, stale_s)
+        if stale:
             removed = _break_stale(path, stale_s)
-            if removed is not None and on_stale is not None:
-                on_stale(*removed)
-            continue
+            if removed is not None:
+                if on_stale is not None:
+                    on_stale(*removed)
+                continue
+            # Nothing removed: another waiter is breaking it, or one that died holds the break file until
+            # it is BREAK_STALE_S old. Retrying at once would spin a core past the timeout until then.
         if time.monotonic() >= give_up_at:
             who = f"pid {holder['pid']} on {holder['host']}" if holder else "an unreadable owner"
-            raise RolloutLocked(f"{path} is held by {who}, {age_s * 1000:.0f} ms old; gave up after {timeout_s:g} s")
+            why = (f"; it is stale, but {path.name}.break (another waiter breaking it, or one that died) keeps it "
+                   f"until that is {BREAK_STALE_S:g} s old") if stale else ""
+            raise RolloutLocked(f"{path} is held by {who}, {age_s * 1000:.0f} ms old{why}; gave up after {timeout_s:g} s")
         time.sleep(POLL_S + random.random() * POLL_S)
 
 

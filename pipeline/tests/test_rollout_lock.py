@@ -161,3 +161,25 @@ def test_racers_over_one_stale_lock_get_in_one_at_a_time(tmp_path):
             th.join()
         assert most[0] == 1 and len(entered) == 6, f"trial {trial}"
         assert [p.name for p in repo.iterdir() if p.name.startswith(LOCK_FILE)] == []
+
+
+def test_a_stale_lock_behind_a_break_file_is_waited_for_without_spinning(tmp_path, monkeypatch):
+    """A breaker that died leaves `.rollout.lock.break`: nobody may break the stale lock until that file is
+    BREAK_STALE_S old. The wait used to loop without sleeping or looking at its timeout until then."""
+    import pipeline.gemlite.rollout_lock as lock_module
+
+    monkeypatch.setattr(lock_module, "BREAK_STALE_S", 2.0)
+    _write_lock(tmp_path, {"pid": _dead_pid(), **_here_space(), "token": "dead", "acquiredAt": ""})
+    (tmp_path / (LOCK_FILE + ".break")).write_text("")
+    t0, cpu0 = time.monotonic(), time.process_time()
+    with pytest.raises(RolloutLocked, match=r"stale.*\.rollout\.lock\.break.*gave up after 0.3 s"):
+        with rollout_lock(tmp_path, timeout_s=0.3):
+            pass
+    assert time.monotonic() - t0 < 1.5
+    assert time.process_time() - cpu0 < 0.15, "the wait spun instead of sleeping"
+    # a wait longer than the break file's staleness gets in once it has aged out, still sleeping meanwhile
+    cpu0 = time.process_time()
+    with rollout_lock(tmp_path, timeout_s=5):
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert time.process_time() - cpu0 < 0.3
+    assert not (tmp_path / LOCK_FILE).exists() and not (tmp_path / (LOCK_FILE + ".break")).exists()
