@@ -220,6 +220,26 @@ test('a queued request fails at its deadline while no worker frees up', async (t
   assert.equal(after.state, 'resolved', 'the pool serves afterwards');
 });
 
+// With WORKER_QUEUE_DEPTH 2 a batch is sent to a worker that is still running one; the deadline checks
+// counted only the queue, so such a request was accepted and answered 200 long after its deadline.
+test('work already sent to the worker counts toward a deadline: the estimate and the dispatch check see it', async (t) => {
+  const files = modelFiles(t, ['v1', 'slow']);
+  const pool = await startPool(t, { workerQueueDepth: 2 });
+  await pool.load('slow@1', files.slow);
+  await pool.load('feed-ctr@1', files.v1);
+  await score(pool, 'slow@1', 50); // a cost per candidate for the slow version, from a real batch
+  const quiet = pool.estimateMs('feed-ctr@1', 10);
+  let busyDone = false;
+  const busy = score(pool, 'slow@1', 4000, 10_000).finally(() => (busyDone = true));
+  const expected = pool.estimateMs('feed-ctr@1', 10);
+  assert.ok(expected > quiet + 100, `the running batch is in the estimate: ${expected.toFixed(1)} ms (quiet: ${quiet.toFixed(1)} ms)`);
+  const late = await within(score(pool, 'feed-ctr@1', 10, 100), 3000);
+  assert.equal(late.state, 'rejected', late.state === 'resolved' ? `answered after ${late.ms.toFixed(0)} ms, past its 100 ms deadline` : 'refused');
+  assert.equal(busyDone, false, 'refused at once, not after the running batch');
+  if (late.state === 'rejected') assert.equal(late.error.code, 'DEADLINE_EXCEEDED');
+  await busy;
+});
+
 test('the 504 names the deadline the request asked for, not the time left when it was queued', async (t) => {
   const files = modelFiles(t, ['v1']);
   const pool = await startPool(t);

@@ -418,11 +418,37 @@ export class InferencePool {
     return this.#respawns.size > 0 && this.#loaded.has(key);
   }
 
-  /** Expected wait before `candidates` more candidates for `key` would finish, from recent batches. */
+  /**
+   * Expected wait before `candidates` more candidates for `key` would finish, from recent batches: the
+   * queue, the batches already sent to the least busy worker holding `key`, and the run itself.
+   */
   estimateMs(key: string, candidates: number): number {
     const perCandidate = this.#msPerCandidate.get(key) ?? 0.002;
     const workers = Math.max(1, this.#slots.length);
-    return ((this.#pendingCandidates + candidates) * perCandidate) / workers + candidates * perCandidate;
+    return ((this.#pendingCandidates + candidates) * perCandidate) / workers + this.#runningMs(key, performance.now()) + candidates * perCandidate;
+  }
+
+  /** The least, over the ready workers holding `key`, of what they still have to run. */
+  #runningMs(key: string, now: number): number {
+    let least = Infinity;
+    for (const slot of this.#slots) if (slot.ready && slot.keys.has(key)) least = Math.min(least, this.#backlogMs(slot, now));
+    return least === Infinity ? 0 : least;
+  }
+
+  /**
+   * What a worker still has to run, ms: its batches sent and not answered (the first has been running
+   * since it was sent). A batch sent behind a running one (WORKER_QUEUE_DEPTH) starts only after it,
+   * and its deadline check must count it. The gate's and raw batches are not counted (no estimate).
+   */
+  #backlogMs(slot: Slot, now: number): number {
+    let ms = 0;
+    let first = true;
+    for (const batch of slot.inflight.values()) {
+      const expected = batch.candidates * (this.#msPerCandidate.get(batch.key) ?? 0);
+      ms += first ? Math.max(0, expected - (now - batch.dispatchedAt)) : expected;
+      first = false;
+    }
+    return ms;
   }
 
   /**
@@ -544,7 +570,7 @@ export class InferencePool {
         }
         return;
       }
-      const items = this.#take(head.key, now);
+      const items = this.#take(head.key, now + this.#backlogMs(slot, now));
       if (items.length > 0) this.#dispatch(slot, head.key, items);
     }
     this.#pumpBackground();
@@ -607,8 +633,11 @@ export class InferencePool {
     return n;
   }
 
-  /** Remove and return the oldest items of `key` that fit one batch; items past their deadline are rejected. */
-  #take(key: string, now: number): PendingItem[] {
+  /**
+   * Remove and return the oldest items of `key` that fit one batch; items that would finish past their
+   * deadline are rejected. `startAt`: when the batch would start (now, or after the worker's backlog).
+   */
+  #take(key: string, startAt: number): PendingItem[] {
     const items: PendingItem[] = [];
     const keep: PendingItem[] = [];
     let candidates = 0;
@@ -620,7 +649,7 @@ export class InferencePool {
         keep.push(item);
         continue;
       }
-      if (now + (candidates + item.candidates) * perCandidate > item.deadlineAt) {
+      if (startAt + (candidates + item.candidates) * perCandidate > item.deadlineAt) {
         this.#pendingCandidates -= item.candidates;
         item.reject(Errors.DEADLINE(item.deadlineMs));
         continue;
