@@ -165,16 +165,17 @@ def run(args: argparse.Namespace) -> dict:
     task_names = [t for t in (args.tasks.split(",") if args.tasks else list(TASKS))]
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{args.scale}"
     out_dir = Path(args.out) if args.out else Path("pipeline/runs") / run_id
-    out_dir.mkdir(parents=True, exist_ok=True)
     log(f"run {run_id}: world {args.world} (seed {world.seed}, {len(world.days)} days), scale {args.scale}, "
         f"seeds {seeds}, tasks {task_names}, out {out_dir}")
     tcfg = scale.teacher
     # A reused teacher is described by the metadata written when it was trained (teacher_meta.py),
-    # never as this run's: its days are its own, not this run's split.
+    # never as this run's: its days are its own, not this run's split. One refused leaves no run behind.
     if args.teacher:
-        tmeta = teacher_meta.load_for_reuse(Path(args.teacher), world, args.scale, tcfg, log.warn)
+        tmeta = teacher_meta.load_for_reuse(Path(args.teacher), world, args.scale, tcfg, log.warn,
+                                            held_out={"eval": split["eval"], "adapter": split["adapter"]})
     else:
         tmeta = teacher_meta.new_meta(run_id, world, args.world, split["teacher"], args.scale, tcfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     teacher_version = tmeta["teacherVersion"]
     teacher_days = tmeta["trainingDays"]
     days_text = teacher_days if teacher_days is not None else "unknown"

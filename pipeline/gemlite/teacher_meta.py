@@ -58,12 +58,14 @@ def _unknown(teacher_pt: Path) -> dict:
 
 
 def load_for_reuse(teacher_pt: Path, world: World, scale: str, cfg: TeacherConfig,
-                   warn: Callable[[str], None]) -> dict:
+                   warn: Callable[[str], None], held_out: dict[str, list[int]] | None = None) -> dict:
     """The metadata of a teacher about to be reused by a run of `scale` on `world`.
 
     Missing metadata: warn, provenance unknown. Another scale or teacher config: ValueError (its
     weights would not fit this run's teacher). Another world: warn (reusing a teacher across worlds is
-    allowed, but its soft labels then come from another truth).
+    allowed, but its soft labels then come from another truth). Trained on any of this world's
+    `held_out` days (role -> days, e.g. the run's eval and adapter days): ValueError, since its soft
+    labels, the adapter fitted on its outputs and the teacher AUC would then carry those days' labels.
     """
     path = meta_path(teacher_pt)
     if not path.exists():
@@ -81,4 +83,13 @@ def load_for_reuse(teacher_pt: Path, world: World, scale: str, cfg: TeacherConfi
     if meta.get("worldDigest") != world_digest(world):
         warn(f"teacher: {teacher_pt} was trained on another world ({meta.get('world')}, seed {meta.get('worldSeed')}, "
              f"digest {meta.get('worldDigest')}; this world's is {world_digest(world)})")
+        return meta
+    # Same digest, same days: a longer or extended run of this world has the very labels held out here.
+    seen = set(meta.get("trainingDays") or [])
+    overlap = {role: sorted(seen & set(days)) for role, days in (held_out or {}).items()}
+    if any(overlap.values()):
+        days = " and ".join(f"{role} days {d}" for role, d in overlap.items() if d)
+        raise ValueError(f"teacher {teacher_pt} ({meta.get('teacherVersion')}) was trained on days {meta['trainingDays']} "
+                         f"of this world, which include this run's {days}: its soft labels, the adapter and the "
+                         "teacher AUC would carry their labels; reuse a teacher trained on earlier days only, or train one")
     return meta

@@ -2,6 +2,7 @@
 teacher.json written beside teacher.pt when it was trained), not as this run's teacher; without that
 file its provenance is recorded as unknown rather than invented."""
 import json
+import re
 import shutil
 from argparse import Namespace
 from pathlib import Path
@@ -85,4 +86,26 @@ def test_teacher_of_another_world_warns(tiny_world, tmp_path):
     teacher_meta.write(pt, meta)
     warnings = []
     teacher_meta.load_for_reuse(pt, world, "tiny", SCALES["tiny"].teacher, warn=warnings.append)
+    assert any("another world" in w for w in warnings)
+
+
+def test_teacher_trained_on_this_runs_eval_or_adapter_days_is_refused(tiny_world, tmp_path):
+    """A teacher trained on a longer run of the same world has seen this run's held-out labels: its soft
+    labels, the adapter and lineage.teacherAuc would leak them. The run refuses it before doing anything."""
+    world = World(tiny_world)
+    split = split_days(world)
+    pt = _teacher_pt(tiny_world, tmp_path / "old")
+    teacher_meta.write(pt, teacher_meta.new_meta(OLD_RUN, world, "a-longer-world", split["student"] + split["eval"],
+                                                 "tiny", SCALES["tiny"].teacher))
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=re.escape(f"eval days {split['eval']} and adapter days {split['adapter']}")):
+        _run(tiny_world, out, pt)
+    assert not out.exists()
+    # on another world the same day numbers are other days: warned about as another world, not refused
+    meta = teacher_meta.new_meta(OLD_RUN, world, "elsewhere", split["eval"], "tiny", SCALES["tiny"].teacher)
+    meta["worldDigest"] = "0" * 16
+    teacher_meta.write(pt, meta)
+    warnings = []
+    teacher_meta.load_for_reuse(pt, world, "tiny", SCALES["tiny"].teacher, warnings.append,
+                              held_out={"eval": split["eval"], "adapter": split["adapter"]})
     assert any("another world" in w for w in warnings)
