@@ -10,7 +10,9 @@ import { defaultRollout, makeRepo, type VersionSpec } from './helpers/fixture-re
 import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { Config } from '../src/config.js';
 
-async function appWithShadow(t: import('node:test').TestContext, shadowVariant: VersionSpec['variant'], overrides: Partial<Config> = {}) {
+const kSlowLoads = { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } };
+
+async function appWithShadow(t: import('node:test').TestContext, shadowVariant: VersionSpec['variant'], overrides: Partial<Config> = {}, extra: VersionSpec[] = []) {
   const rollout = defaultRollout();
   rollout.models['feed-ctr'].shadow = [2];
   const repo = makeRepo(
@@ -18,6 +20,7 @@ async function appWithShadow(t: import('node:test').TestContext, shadowVariant: 
       { name: 'feed-ctr', version: 1, variant: 'v1' },
       { name: 'feed-ctr', version: 2, variant: shadowVariant },
       { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+      ...extra,
     ],
     rollout,
   );
@@ -30,13 +33,15 @@ async function appWithShadow(t: import('node:test').TestContext, shadowVariant: 
 }
 
 test('a shadow scoring waits behind a request that arrives after it, even where the worker would take both', async (t) => {
-  const app = await appWithShadow(t, 'v2');
+  // feed-ctr@3, the slow fixture (loaded as one of the newest two), keeps the only worker busy for ~1 s.
+  const app = await appWithShadow(t, 'v2', kSlowLoads, [{ name: 'feed-ctr', version: 3, variant: 'slow' }]);
   const { pool, registry, shadow } = app.ranker;
   const stable = registry.get('feed-ctr', 1)!;
   const candidate = registry.get('feed-ctr', 2)!;
+  const slow = registry.get('feed-ctr', 3)!;
+  assert.equal(slow.state, 'ready');
   const body = sampleRequest(300, 50, 4);
-  // Keep the only worker busy, so that what comes next waits for it.
-  const busy = pool.runFeeds(stable.key, assembleBatch(stable.plan!, [encodeRequest(stable.plan!, sampleRequest(2000, 200, 5))]));
+  const busy = pool.runFeeds(slow.key, assembleBatch(slow.plan!, [encodeRequest(slow.plan!, sampleRequest(8000, 5, 5))]));
   shadow.schedule(body, { version: stable, scores: new Float32Array(body.candidates.length) }, [candidate]);
   await new Promise((resolve) => setImmediate(resolve)); // the shadow has asked the pool by now
   const primary = await pool.score(stable.key, stable.plan!, encodeRequest(stable.plan!, body), stable.outputName, performance.now() + 5000);
@@ -49,7 +54,7 @@ test('a shadow scoring waits behind a request that arrives after it, even where 
 
 test('a shadow whose run is expected to take longer than SHADOW_MAX_RUN_MS is skipped and counted', async (t) => {
   // The slow fixture is ~100x a student's cost per candidate; the gate limit is raised so that it loads.
-  const app = await appWithShadow(t, 'slow', { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
+  const app = await appWithShadow(t, 'slow', kSlowLoads);
   const body = sampleRequest(200, 20, 6);
   body.candidates.forEach((c) => (c.bidType = 'cpc'));
   const ranked = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
@@ -60,7 +65,7 @@ test('a shadow whose run is expected to take longer than SHADOW_MAX_RUN_MS is sk
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   assert.match(metrics, /shadow_dropped_total\{reason="too_slow"\} 1/);
   // Raised past its cost, the same shadow runs.
-  const generous = await appWithShadow(t, 'slow', { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 }, shadowMaxRunMs: 1000 });
+  const generous = await appWithShadow(t, 'slow', { ...kSlowLoads, shadowMaxRunMs: 1000 });
   assert.equal((await generous.inject({ method: 'POST', url: '/v1/rank', payload: body })).statusCode, 200);
   await generous.ranker.shadow.idle();
   assert.equal(generous.ranker.shadow.summaries()[0]?.requests, 1);
