@@ -254,7 +254,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   });
   const boundParseTurns = connectionFlood(app.server, () => admission.overloaded);
   await app.register(rankRoutes, { config, service, metrics, boundParseTurns });
-  await app.register(v2Routes, { registry, pool, isReady, version: projectVersion });
+  await app.register(v2Routes, { registry, pool, isReady, version: projectVersion, limits: { maxCandidates: config.maxCandidates } });
   metrics.sample({
     queuedCandidates: () => pool.queuedCandidates,
     admission: () => ({ inflight: admission.inflight, waiting: admission.waiting, sustainedOverload: admission.sustainedOverload }),

@@ -39,7 +39,21 @@ function valueRange(spec: InputSpec, sizes: Map<string, { size: number; at: stri
   }
 }
 
-export function feedsFromRawInputs(manifest: Manifest, inputs: RawInput[]): Feeds {
+/**
+ * Largest symbolic dimensions a raw call may ask for: the ranking API's own limits. A raw call runs as
+ * one batch outside the queue's bounds, so N = 20,000 candidates held a worker for a run ten times
+ * /v1/rank's largest, and L beyond the longest history the model was built for is not a model input.
+ */
+export interface RawLimits {
+  maxCandidates: number;
+}
+
+export function feedsFromRawInputs(manifest: Manifest, inputs: RawInput[], limits: RawLimits): Feeds {
+  const maxSize: Record<string, [number, string]> = {
+    N: [limits.maxCandidates, `MAX_CANDIDATES (${limits.maxCandidates})`],
+    R: [limits.maxCandidates, `MAX_CANDIDATES (${limits.maxCandidates})`],
+    L: [manifest.history.maxLength, `the model's longest history (${manifest.history.maxLength})`],
+  };
   const specs = new Map(manifest.inputs.map((spec) => [spec.name, spec]));
   const seen = new Map<string, number>();
   // Symbolic dimensions (R users, N candidates, L history slots) must agree across inputs: each
@@ -59,6 +73,8 @@ export function feedsFromRawInputs(manifest: Manifest, inputs: RawInput[]): Feed
         continue;
       }
       if (got < 1) throw Errors.BAD_REQUEST(`/inputs/${i}/shape/${d}`, `${want} must be at least 1`);
+      const most = maxSize[want];
+      if (most && got > most[0]) throw Errors.BAD_REQUEST(`/inputs/${i}/shape/${d}`, `${want} is ${got}, above ${most[1]}`);
       const bound = sizes.get(want);
       if (bound === undefined) sizes.set(want, { size: got, at: `/inputs/${i}/shape/${d}` });
       else if (bound.size !== got) throw Errors.BAD_REQUEST(`/inputs/${i}/shape/${d}`, `${want} is ${got} here but ${bound.size} at ${bound.at}`);

@@ -6,13 +6,14 @@ import type { FastifyInstance } from 'fastify';
 import { Errors } from '../errors.js';
 import type { InferencePool } from '../models/pool.js';
 import type { ModelRegistry, ModelVersion } from '../models/registry.js';
-import { feedsFromRawInputs, kOipTypes, requireFiniteOutputs, type RawInput } from '../models/raw-feeds.js';
+import { feedsFromRawInputs, kOipTypes, requireFiniteOutputs, type RawInput, type RawLimits } from '../models/raw-feeds.js';
 
 export interface V2RouteOptions {
   registry: ModelRegistry;
   pool: InferencePool;
   isReady(): boolean;
   version: string;
+  limits: RawLimits;
 }
 
 function latestReady(registry: ModelRegistry, name: string): ModelVersion {
@@ -73,7 +74,7 @@ interface InferBody {
   inputs: RawInput[];
 }
 
-export async function v2Routes(app: FastifyInstance, { registry, pool, isReady, version }: V2RouteOptions): Promise<void> {
+export async function v2Routes(app: FastifyInstance, { registry, pool, isReady, version, limits }: V2RouteOptions): Promise<void> {
   app.get('/v2/health/live', async () => ({ live: true }));
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
@@ -97,7 +98,7 @@ export async function v2Routes(app: FastifyInstance, { registry, pool, isReady, 
   const inferHandler = async (request: { params: { name: string; version?: string }; body: InferBody }) => {
     const entry = pick(registry, request.params.name, request.params.version);
     if (entry.state !== 'ready') throw Errors.VERSION_NOT_READY(entry.key, entry.state);
-    const feeds = feedsFromRawInputs(entry.manifest!, request.body.inputs);
+    const feeds = feedsFromRawInputs(entry.manifest!, request.body.inputs, limits);
     registry.acquire(entry);
     try {
       const { outputs } = await pool.runFeeds(entry.key, feeds);
