@@ -71,6 +71,10 @@ export function validateManifest(value: unknown, where: string, expected?: { nam
   if (expected && (manifest.name !== expected.name || manifest.version !== expected.version)) {
     throw fail(`says ${manifest.name}@${manifest.version} but lives in ${expected.name}/${expected.version}`);
   }
+  const calibration = manifest.calibration;
+  if (calibration.method === 'platt' && (calibration.slope === undefined || calibration.intercept === undefined)) {
+    throw fail('/calibration: method platt needs slope and intercept');
+  }
   const buckets = manifest.history.buckets;
   for (let i = 1; i < buckets.length; i++) if (buckets[i] <= buckets[i - 1]) throw fail('/history/buckets must be strictly increasing');
   if (buckets[buckets.length - 1] !== manifest.history.maxLength) throw fail('/history/buckets must end at /history/maxLength');

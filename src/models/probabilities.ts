@@ -1,4 +1,5 @@
 /** What a student's output must be: a probability. Shared by the load-time gate and serving. */
+import type { Manifest } from './manifest.js';
 
 /** How many values are NaN, infinite or outside [0, 1]. */
 export function countInvalidProbabilities(values: ArrayLike<number>): number {
@@ -9,4 +10,21 @@ export function countInvalidProbabilities(values: ArrayLike<number>): number {
     if (!(v >= 0 && v <= 1)) bad++;
   }
   return bad;
+}
+
+/**
+ * Apply the manifest's calibration to a version's scores, in place: `platt` is
+ * sigmoid(slope * logit(p) + intercept), `identity` leaves them. Served scores are calibrated; golden
+ * outputs and OIP infer outputs are the model's own (docs/CONTRACTS.md).
+ */
+export function calibrate(scores: Float32Array, calibration: Manifest['calibration']): Float32Array {
+  if (calibration.method !== 'platt') return scores;
+  const slope = calibration.slope!;
+  const intercept = calibration.intercept!;
+  for (let i = 0; i < scores.length; i++) {
+    // Clamped so that 0 and 1 keep a finite logit (and a slope of 0 gives sigmoid(intercept), not NaN).
+    const p = Math.min(Math.max(scores[i], 1e-7), 1 - 1e-7);
+    scores[i] = 1 / (1 + Math.exp(-(slope * Math.log(p / (1 - p)) + intercept)));
+  }
+  return scores;
 }

@@ -9,7 +9,7 @@ import { encodeCandidates, encodeUserDense, type EncodedRequest } from '../featu
 import type { RankRequest } from '../features/request.js';
 import type { Objective, Surface } from '../models/manifest.js';
 import type { InferencePool } from '../models/pool.js';
-import { countInvalidProbabilities } from '../models/probabilities.js';
+import { calibrate, countInvalidProbabilities } from '../models/probabilities.js';
 import type { Arm, ModelRegistry, ModelVersion, Resolved } from '../models/registry.js';
 import type { Metrics } from '../metrics.js';
 import { rankCandidates, type RankedItem } from './rank.js';
@@ -177,6 +177,7 @@ export class RankService {
       // on NaN or send it as null.
       const invalid = countInvalidProbabilities(scores);
       if (invalid > 0) throw Errors.INFERENCE_FAILED(version.key, `${invalid} of ${scores.length} scores are NaN, infinite or outside [0, 1]`);
+      calibrate(scores, version.manifest!.calibration);
       const ms = performance.now() - started;
       this.#metrics.modelMs.observe(labels, ms);
       this.#metrics.modelRequests.inc({ ...labels, outcome: 'ok' });

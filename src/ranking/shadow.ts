@@ -9,6 +9,7 @@ import { encodeRequest } from '../features/encode.js';
 import type { RankRequest } from '../features/request.js';
 import type { Metrics } from '../metrics.js';
 import type { InferencePool } from '../models/pool.js';
+import { calibrate } from '../models/probabilities.js';
 import type { ModelRegistry, ModelVersion } from '../models/registry.js';
 
 export interface ShadowSummary {
@@ -79,7 +80,7 @@ export class ShadowRunner {
   async #run(request: RankRequest, primary: ModelVersion, primaryScores: Float32Array, shadow: ModelVersion): Promise<void> {
     try {
       const encoded = encodeRequest(shadow.plan!, request);
-      const scores = await this.#pool.scoreInBackground(shadow.key, shadow.plan!, encoded, shadow.outputName, performance.now() + 5000);
+      const scores = calibrate(await this.#pool.scoreInBackground(shadow.key, shadow.plan!, encoded, shadow.outputName, performance.now() + 5000), shadow.manifest!.calibration);
       let sum = 0;
       let max = 0;
       for (let i = 0; i < scores.length; i++) {
