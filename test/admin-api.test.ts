@@ -4,8 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { kAdminAuth, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
-import { defaultRollout, kTwoVersionsEach, makeRepo } from './helpers/fixture-repo.js';
+import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
+import { defaultRollout, kTwoVersionsEach } from './helpers/fixture-repo.js';
 import { validateRollout } from '../src/models/rollout.js';
 
 const kJson = { ...kAdminAuth, 'content-type': 'application/json' };
@@ -13,12 +13,7 @@ const kJson = { ...kAdminAuth, 'content-type': 'application/json' };
 // The admin instance used Fastify's default validator: types coerced, unknown keys dropped. A typo
 // answered 200 as a no-op, `true` became version 1 and `false` deleted the canary.
 test('flag edits are validated strictly: wrong types and unknown fields are 400s that change nothing', async (t) => {
-  const repo = makeRepo(kTwoVersionsEach, defaultRollout({ 'feed-ctr': 2, 'feed-cvr': 1 }));
-  const app = await startApp(repo.dir);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t, {}, kTwoVersionsEach, defaultRollout({ 'feed-ctr': 2, 'feed-cvr': 1 }));
   const { admin } = app.ranker;
   const set = await admin.inject({ method: 'PATCH', url: '/admin/models/feed-ctr/flags', headers: kJson, payload: JSON.stringify({ canary: { version: 1, percent: 10 } }) });
   assert.equal(set.statusCode, 200, set.body);
@@ -103,12 +98,7 @@ test('a load by hand that fails the gate answers 422 MODEL_GATE_FAILED naming th
 // A load that arrived while an unload waited for in-flight requests reloaded the version and answered
 // "ready"; the unload then removed it anyway, and pinned requests got 409 until the next rescan.
 test('a load by hand during an unload drain waits for it and leaves the version ready', async (t) => {
-  const repo = makeRepo(kTwoVersionsEach, defaultRollout({ 'feed-ctr': 1, 'feed-cvr': 1 }));
-  const app = await startApp(repo.dir);
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
+  const { app } = await startAppWithRepo(t, {}, kTwoVersionsEach, defaultRollout({ 'feed-ctr': 1, 'feed-cvr': 1 }));
   const { admin, registry } = app.ranker;
   const post = (url: string) => admin.inject({ method: 'POST', url, headers: kAdminAuth });
   const v2 = registry.get('feed-ctr', 2)!;

@@ -5,8 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { sampleRequest, startApp } from './helpers/app.js';
-import { defaultRollout, makeRepo, type VersionSpec } from './helpers/fixture-repo.js';
+import { sampleRequest, startAppWithRepo } from './helpers/app.js';
+import { defaultRollout, type VersionSpec } from './helpers/fixture-repo.js';
 import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { Config } from '../src/config.js';
 
@@ -15,21 +15,13 @@ const kSlowLoads = { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerC
 async function appWithShadow(t: import('node:test').TestContext, shadowVariant: VersionSpec['variant'], overrides: Partial<Config> = {}, extra: VersionSpec[] = []) {
   const rollout = defaultRollout();
   rollout.models['feed-ctr'].shadow = [2];
-  const repo = makeRepo(
-    [
-      { name: 'feed-ctr', version: 1, variant: 'v1' },
-      { name: 'feed-ctr', version: 2, variant: shadowVariant },
-      { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
-      ...extra,
-    ],
-    rollout,
-  );
-  const app = await startApp(repo.dir, { poolSize: 1, ...overrides });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
-  return app;
+  const versions: VersionSpec[] = [
+    { name: 'feed-ctr', version: 1, variant: 'v1' },
+    { name: 'feed-ctr', version: 2, variant: shadowVariant },
+    { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+    ...extra,
+  ];
+  return (await startAppWithRepo(t, { poolSize: 1, ...overrides }, versions, rollout)).app;
 }
 
 test('a shadow scoring waits behind a request that arrives after it, even where the worker would take both', async (t) => {

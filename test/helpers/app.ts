@@ -4,6 +4,7 @@ import pino from 'pino';
 import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import type { FeatureMap, RankRequest } from '../../src/features/request.js';
+import type { Rollout } from '../../src/models/rollout.js';
 import { makeRepo, type VersionSpec } from './fixture-repo.js';
 
 /**
@@ -20,8 +21,8 @@ export async function startApp(modelRepo: string, overrides: Partial<Config> = {
 }
 
 /** An app over a fresh fixture repository; both are closed and removed when the test ends. */
-export async function startAppWithRepo(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[]) {
-  const repo = makeRepo(versions);
+export async function startAppWithRepo(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[], rollout?: Rollout) {
+  const repo = makeRepo(versions, rollout);
   const app = await startApp(repo.dir, overrides);
   t.after(async () => {
     await app.close();
