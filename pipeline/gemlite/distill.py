@@ -107,6 +107,7 @@ class Cached:
     y: torch.Tensor  # label of the task
     oracle: torch.Tensor
     user_id: np.ndarray  # user of each row: evaluation splits its rows by user (evaluate.report_half)
+    bid_type: np.ndarray | None = None  # bid type index of each row's candidate (the shard's imp_bid_type)
     teacher_p: torch.Tensor | None = None
     teacher_emb: torch.Tensor | None = None
     soft: dict[str, torch.Tensor] = field(default_factory=dict)  # soft labels per variant
@@ -123,7 +124,8 @@ def build_cache(world: World, spec: FeatureSpec, task: Task, days: Sequence[int]
         o = lab["p_conv"] if task.objective == "cvr" else lab["p_click"]
         day = world.day(p.day)
         uid = np.asarray(day.user_id)[np.asarray(day.imp_user_row)[p.imps]].astype(np.int64)
-        c = Cached(p.day, x, torch.from_numpy(y), torch.from_numpy(o), uid)
+        bt = np.asarray(day.imp_bid_type)[p.imps].astype(np.int64)
+        c = Cached(p.day, x, torch.from_numpy(y), torch.from_numpy(o), uid, bt)
         if teacher is not None and p.day in teacher:
             t = teacher[p.day]
             tp = t["p_conv"] if task.objective == "cvr" else t["p_click"]
@@ -244,6 +246,11 @@ def teacher_preds(cache: list[Cached]) -> np.ndarray:
 def user_ids(cache: list[Cached]) -> np.ndarray:
     """User id of every row, in the row order of predict()."""
     return np.concatenate([c.user_id for c in cache])
+
+
+def bid_types(cache: list[Cached]) -> np.ndarray:
+    """Bid type index of every row's candidate, in the row order of predict()."""
+    return np.concatenate([c.bid_type for c in cache])
 
 
 def adapted_preds(cache: list[Cached]) -> np.ndarray:

@@ -138,3 +138,93 @@ def select_variant(y: np.ndarray, oracle: np.ndarray, preds: dict[str, list[np.n
     sel_auc = {v: _mean_auc([auc(y[select], p[select]) for p in preds[v]]) for v in candidates}
     best = max(candidates, key=lambda v: -1.0 if math.isnan(sel_auc[v]) else sel_auc[v])
     return Selection(best, sel_auc, metrics(y[report], preds[best][0][report], oracle[report]))
+
+
+# ------------------------------------------------------------------------------ served population
+# The server asks a cvr model for pCVR only on the candidates whose bidType is cpa (src/ranking/
+# rank-service.ts cpaSubset), and the world's truth converts cpa clicks at a higher rate than the others
+# (world/truth.ts kBidTypeConv) that the student, which does not see bid type, cannot tell apart. A cvr
+# student is therefore graded (and calibrated) on clicks on cpa candidates; a ctr model scores every
+# candidate, so all of its task's impressions are served.
+SERVED_BID_TYPE = {"cvr": "cpa"}
+
+
+def served_population(objective: str, surfaces: str) -> str:
+    """Words for the rows a model of `objective` is graded on (lineage.metrics.evalPopulation)."""
+    if objective in SERVED_BID_TYPE:
+        return f"clicks on {SERVED_BID_TYPE[objective]} candidates ({surfaces}): the rows the server asks pCVR for"
+    return f"impressions ({surfaces})"
+
+
+def served_rows(objective: str, bid_type: np.ndarray, bid_types: Sequence[str]) -> np.ndarray:
+    """True for the rows the server would score with a model of `objective` (bid_type: index per row)."""
+    bid_type = np.asarray(bid_type)
+    want = SERVED_BID_TYPE.get(objective)
+    if want is None:
+        return np.ones(bid_type.shape, bool)
+    if want not in bid_types:
+        return np.zeros(bid_type.shape, bool)
+    return bid_type == list(bid_types).index(want)
+
+
+# ------------------------------------------------------------------------------ Platt calibration
+# The server serves sigmoid(slope * logit(p) + intercept) for a manifest calibration {"method": "platt"},
+# p clamped to [1e-7, 1 - 1e-7] first (docs/CONTRACTS.md "Calibration"); the same clamp here.
+PLATT_EPS = 1e-7
+PLATT_MIN_POSITIVES = 20  # and as many negatives: fewer, and the fit is mostly noise
+PLATT_MIN_NEGATIVES = 20
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), PLATT_EPS, 1 - PLATT_EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def apply_platt(p: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """What the server serves for raw scores p under a platt calibration."""
+    return 1.0 / (1.0 + np.exp(-(slope * logit(p) + intercept)))
+
+
+def fit_platt(p: np.ndarray, y: np.ndarray, steps: int = 50, l2: float = 1e-6, tol: float = 1e-10) -> tuple[float, float]:
+    """(slope, intercept) of the logistic regression of y on logit(p), by Newton's method from the
+    identity (1, 0). A tiny ridge (l2 * n on both) keeps the Hessian invertible on separable data."""
+    x = logit(p)
+    y = np.asarray(y, np.float64).ravel()
+    if x.size != y.size or x.size == 0:
+        raise ValueError(f"fit_platt: {x.size} scores and {y.size} labels")
+    X = np.stack([x, np.ones_like(x)], 1)
+    w = np.array([1.0, 0.0])
+    reg = l2 * x.size
+    for _ in range(steps):
+        z = np.clip(X @ w, -40, 40)
+        q = 1.0 / (1.0 + np.exp(-z))
+        grad = X.T @ (q - y) + reg * (w - np.array([1.0, 0.0]))
+        hess = (X * (q * (1 - q))[:, None]).T @ X + reg * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w = w - step
+        if float(np.abs(step).max()) < tol:
+            break
+    if not np.all(np.isfinite(w)):
+        raise ValueError("fit_platt: the fit did not converge")
+    return float(w[0]), float(w[1])
+
+
+def platt_calibration(y: np.ndarray, p: np.ndarray, min_positives: int = PLATT_MIN_POSITIVES,
+                      min_negatives: int = PLATT_MIN_NEGATIVES) -> tuple[dict, str]:
+    """A manifest calibration fit on (y, p): platt when there are enough positives and negatives, else
+    identity. Also says, in words, what was done (for the log and lineage.metrics.calibrationFit)."""
+    y = np.asarray(y, np.float64).ravel()
+    pos, neg = int(y.sum()), int(y.size - y.sum())
+    if pos < min_positives or neg < min_negatives:
+        return ({"method": "identity"},
+                f"identity: {pos} positives / {neg} negatives to fit on, fewer than {min_positives} / {min_negatives}")
+    slope, intercept = fit_platt(p, y)
+    return ({"method": "platt", "slope": slope, "intercept": intercept},
+            f"platt fit on {y.size} rows ({pos} positives)")
+
+
+def calibrated(p: np.ndarray, calibration: dict) -> np.ndarray:
+    """The scores the server serves for raw scores p under a manifest calibration."""
+    if calibration.get("method") == "platt":
+        return apply_platt(p, calibration["slope"], calibration["intercept"])
+    return np.asarray(p, np.float64)

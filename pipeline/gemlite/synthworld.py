@@ -2,7 +2,8 @@
 
 It is *not* the world simulator (world/, TypeScript); it only mimics its output format, with a simple
 known click / conversion model (user category interests that drift day to day, ad quality, surface
-effects) so that the pipeline can be exercised end to end without it.
+effects) so that the pipeline can be exercised end to end without it. `bid_type_conv` adds a logit per
+bid type (cpc, cpa, cpm) to P(conversion), like the world's kBidTypeConv (world/truth.ts); none by default.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def _auc(y, p):
 
 
 def generate(out: str | Path, days: int = 4, users: int = 120, ads: int = 300, categories: int = 12,
-             advertisers: int = 40, imps_per_user: float = 6.0, prior_events: int = 40, seed: int = 7) -> Path:
+             advertisers: int = 40, imps_per_user: float = 6.0, prior_events: int = 40, seed: int = 7,
+             bid_type_conv: tuple[float, float, float] | None = None) -> Path:
     rng = np.random.default_rng(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,10 @@ def generate(out: str | Path, days: int = 4, users: int = 120, ads: int = 300, c
         logit = (-2.2 + surf_bias[s] + 1.1 * dpref[uidx, ad_cat[a]] + 1.2 * (quality[a] - 0.5)
                  + 0.4 * ((creative[a] == 1) & (s == 2)) + 0.2 * np.sin(hour / 24 * 6.28))
         p_click = _sigmoid(logit).astype(np.float32)
-        p_conv = _sigmoid(-1.5 + 0.6 * dpref[uidx, ad_cat[a]] - 0.3 * tier[a]).astype(np.float32)
+        conv_logit = -1.5 + 0.6 * dpref[uidx, ad_cat[a]] - 0.3 * tier[a]
+        if bid_type_conv is not None:
+            conv_logit = conv_logit + np.asarray(bid_type_conv, np.float64)[bid_type[a]]
+        p_conv = _sigmoid(conv_logit).astype(np.float32)
         click = (rng.random(m) < p_click).astype(np.uint8)
         conv = ((rng.random(m) < p_conv) & (click > 0)).astype(np.uint8)
         ddir = out / f"day-{d:03d}"
