@@ -21,7 +21,7 @@ import torch
 
 from . import evaluate as ev
 from .data import FeatureSpec, Task, World, fit_feature_spec, plan_batches
-from .distill import (VARIANTS, adapted_preds, attach_soft_labels, build_cache, fit_adapter, predict,
+from .distill import (VARIANTS, adapted_preds, attach_soft_labels, bid_types, build_cache, fit_adapter, predict,
                       teacher_outputs, teacher_preds, train_student, train_teacher, user_ids)
 from .export import bench_student, check_parity, dummy_inputs, export_student, torch_scores
 from .golden import build_golden, parity_cases
@@ -32,8 +32,8 @@ from . import teacher_meta
 from .teacher import TeacherConfig, TeacherNet, teacher_batch, to_torch
 
 SERVABLE = ["none", "kd", "kd_aux_adapter"]  # variants that need nothing beyond the request
-SELECTION = (f"best mean AUC over seeds among {' / '.join(SERVABLE)} on the selection half of eval users; "
-             "metrics on the report half (evalSplit)")
+SELECTION = (f"best mean AUC over seeds among {' / '.join(SERVABLE)} on the selection half of eval users, "
+             "rows of evalPopulation only; metrics on the report half (evalSplit)")
 
 
 @dataclass
@@ -43,6 +43,8 @@ class EvalRows:
     oracle: np.ndarray
     teacher: np.ndarray
     report: np.ndarray  # True: report half (evaluate.report_half), False: selection half
+    served: np.ndarray  # True: a row the server would score with this model (evaluate.served_rows): graded
+    bid_type: np.ndarray  # bid type index of each row's candidate
 
 
 @dataclass
@@ -88,9 +90,10 @@ TASKS = {
     "reels-ctr": ("reels", "ctr", Task("reels-ctr", [2], "ctr"), Task("reels-ctr", [2], "ctr")),
     "marketplace-ctr": ("marketplace", "ctr", Task("marketplace-ctr", [3], "ctr"), Task("marketplace-ctr", [3], "ctr")),
     # conversions are rare (a few % of clicks): feed-cvr learns from the clicks of every surface (it is
-    # the cvr route of all of them) and is evaluated on feed clicks.
+    # the cvr route of all of them) and is graded where it is served: on every surface, on clicks on cpa
+    # candidates only (evaluate.served_rows; the server asks for pCVR on cpa candidates alone).
     "feed-cvr": ("feed", "cvr", Task("feed-cvr", None, "cvr", clicked_only=True),
-                 Task("feed-cvr", [0], "cvr", clicked_only=True)),
+                 Task("feed-cvr", None, "cvr", clicked_only=True)),
 }
 
 
@@ -106,6 +109,19 @@ class Progress:
     def warn(self, msg: str) -> None:
         """Always shown (stderr), --quiet or not."""
         print(f"[{time.time() - self.t0:7.1f}s] warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _surfaces_text(world: World, task: Task) -> str:
+    if task.surfaces is None:
+        return "every surface"
+    return ", ".join(world.surfaces[i] for i in task.surfaces)
+
+
+def _rates(y: np.ndarray, p: np.ndarray, served: np.ndarray, oracle: np.ndarray) -> dict:
+    return {"rows": int(y.size), "positives": int(y.sum()), "observedRate": float(y.mean()) if y.size else None,
+            "predictedRate": float(p.mean()) if y.size else None,
+            "servedRate": float(served.mean()) if y.size else None,
+            "oracleRate": float(oracle.mean()) if y.size else None}
 
 
 def split_days(world: World) -> dict[str, list[int]]:
@@ -223,16 +239,25 @@ def run(args: argparse.Namespace) -> dict:
         y = np.concatenate([c.y.numpy() for c in evc])
         o = np.concatenate([c.oracle.numpy() for c in evc])
         users = user_ids(evc)
-        held_out[name] = EvalRows(y, o, teacher_preds(evc), ev.report_half(users))
-        in_report = held_out[name].report
-        info = {"evalRows": int(y.size), "evalPositives": int(y.sum()),
-                "selectionRows": int((~in_report).sum()), "selectionUsers": int(np.unique(users[~in_report]).size),
-                "reportRows": int(in_report.sum()), "reportUsers": int(np.unique(users[in_report]).size),
+        bt = bid_types(evc)
+        # graded: the rows the server scores with this model (a cvr model: clicks on cpa candidates)
+        g = ev.served_rows(objective, bt, world.bid_types)
+        held_out[name] = EvalRows(y, o, teacher_preds(evc), ev.report_half(users), g, bt)
+        in_report = held_out[name].report[g]
+        gu = users[g]
+        info = {"population": ev.served_population(objective, _surfaces_text(world, eval_task)),
+                "evalRows": int(g.sum()), "evalPositives": int(y[g].sum()),
+                "selectionRows": int((~in_report).sum()), "selectionUsers": int(np.unique(gu[~in_report]).size),
+                "reportRows": int(in_report.sum()), "reportUsers": int(np.unique(gu[in_report]).size),
                 "trainRows": int(sum(c.y.numel() for c in tr)),
-                "oracle": ev.metrics(y, o),
-                "teacher": ev.metrics(y, held_out[name].teacher, o), "adapted": ev.metrics(y, adapted_preds(evc), o)}
+                "oracle": ev.metrics(y[g], o[g]),
+                "teacher": ev.metrics(y[g], held_out[name].teacher[g], o[g]),
+                "adapted": ev.metrics(y[g], adapted_preds(evc)[g], o[g])}
+        if not g.all():
+            info["allRows"] = {"rows": int(y.size), "positives": int(y.sum()), "oracle": ev.metrics(y, o)}
         extra["tasks"][name] = info
-        log(f"{name}: train {info['trainRows']} rows, eval {info['evalRows']} rows ({info['evalPositives']} positives); "
+        log(f"{name}: train {info['trainRows']} rows, graded on {info['population']}: eval {info['evalRows']} rows "
+            f"({info['evalPositives']} positives{f' of {y.size} rows' if not g.all() else ''}); "
             f"oracle AUC {info['oracle']['auc']:.4f}, teacher AUC {info['teacher']['auc'] or float('nan'):.4f}, "
             f"adapted teacher AUC {info['adapted']['auc'] or float('nan'):.4f}; eval users split into selection "
             f"{info['selectionRows']} rows ({info['selectionUsers']} users) / report {info['reportRows']} rows "
@@ -245,7 +270,10 @@ def run(args: argparse.Namespace) -> dict:
                 net = train_student(spec, scale.student, v, tr, seed, scale.student_epochs, tcfg.emb_dim,
                                     lr=scale.student_lr)
                 p, yy, oo = predict(net, evc, v)
-                m = ev.metrics(yy, p, oo)
+                m = ev.metrics(yy[g], p[g], oo[g])
+                if not g.all():  # every eval row, served or not: for comparison only
+                    full = ev.metrics(yy, p, oo)
+                    m["allRows"] = {k: full[k] for k in ("n", "auc", "ne", "calibration")}
                 m["seed"] = seed
                 results[name][v].append(m)
                 if v in SERVABLE:
@@ -271,10 +299,28 @@ def run(args: argparse.Namespace) -> dict:
     for name in results:
         surface, objective, _, _ = TASKS[name]
         rows = held_out[name]
-        choice = ev.select_variant(rows.y, rows.oracle, servable_preds[name], rows.report, SERVABLE)
-        best, m = choice.variant, choice.report
-        # p_eval: every eval row; the score quantiles describe the score distribution, not a grade
+        g = rows.served
+        y, oracle, in_report = rows.y[g], rows.oracle[g], rows.report[g]
+        choice = ev.select_variant(y, oracle, {v: [p[g] for p in ps] for v, ps in servable_preds[name].items()},
+                                   in_report, SERVABLE)
+        best, raw = choice.variant, choice.report
+        # p_eval: every eval row; the score quantiles describe the raw score distribution, not a grade
         net, p_eval, _ = keep[(name, best)]
+        p_graded = p_eval[g]
+        # A cvr student cannot see bid type, so it under-predicts the cpa clicks it is served on: its
+        # calibration is fit on the selection half's graded rows and measured on the report half's.
+        if objective in ev.SERVED_BID_TYPE:
+            calibration, fit = ev.platt_calibration(y[~in_report], p_graded[~in_report])
+            fit = f"{fit}; selection half, {extra['tasks'][name]['population']}"
+            if calibration["method"] == "identity":
+                log.warn(f"{name}: calibration kept identity ({fit}): its served pCVR is as biased as the "
+                         f"uncalibrated metrics below say")
+            else:
+                log(f"{name}: calibration {fit}: slope {calibration['slope']:.4f}, intercept {calibration['intercept']:.4f}")
+        else:
+            calibration, fit = {"method": "identity"}, "identity: only cvr students are calibrated"
+        p_served = ev.calibrated(p_graded, calibration)
+        m = ev.metrics(y[in_report], p_served[in_report], oracle[in_report])
         tmp = Path(tempfile.mkdtemp(prefix="gemlite-export-"))
         try:
             model_path = export_student(net, spec.du, spec.da, tmp / "model.onnx")
@@ -284,8 +330,9 @@ def run(args: argparse.Namespace) -> dict:
                                vocab=min(spec.cat_buckets, spec.adv_buckets, spec.ad_buckets))
             latency.append({"model": name, "runtime": "onnxruntime-node", "L": spec.max_length, "ms": ms})
             latency.append({"model": name, "runtime": "pytorch", "L": spec.max_length, "ms": student_torch_latency(net, spec)})
-            # observed/predicted rates grade the model against labels: report half, like lineage.metrics
-            calibration = {"method": "identity", "observedRate": m["observedRate"], "predictedRate": m["predictedRate"]}
+            # observed/predicted (served, calibrated) rates grade the model against labels: report half,
+            # graded rows, like lineage.metrics
+            calibration = dict(calibration, observedRate=m["observedRate"], predictedRate=m["predictedRate"])
             lineage = {
                 "teacherVersion": teacher_version if best != "none" else None,
                 "distillation": best,
@@ -294,16 +341,35 @@ def run(args: argparse.Namespace) -> dict:
                 "metrics": {"auc": m["auc"], "logloss": m["logloss"], "ne": m["ne"], "oracleAuc": m.get("oracleAuc"),
                             "oracleNe": m.get("oracleNe"), "calibration": m["calibration"],
                             "evalDays": f"{split['eval'][0]}-{split['eval'][-1]}", "evalRows": m["n"],
-                            "selectionRows": int((~rows.report).sum()), "evalSplit": ev.EVAL_SPLIT,
+                            "selectionRows": int((~in_report).sum()), "evalSplit": ev.EVAL_SPLIT,
                             "evalSplitSalt": ev.EVAL_SPLIT_SALT,
+                            "evalPopulation": extra["tasks"][name]["population"], "calibrationFit": fit,
                             "seed": seeds[0], "runId": run_id,
-                            "teacherAuc": ev.auc(rows.y[rows.report], rows.teacher[rows.report]),
+                            "teacherAuc": ev.auc(y[in_report], rows.teacher[g][in_report]),
                             "selection": SELECTION},
             }
+            if objective in ev.SERVED_BID_TYPE:
+                # before calibration (the model's own output) on the same rows; AUC does not change
+                lineage["metrics"].update({"uncalibratedLogloss": raw["logloss"], "uncalibratedNe": raw["ne"],
+                                           "uncalibratedCalibration": raw["calibration"]})
+            if not g.all():
+                # every report-half row, served or not (for a cvr model: clicks of every bid type), raw output
+                full = ev.metrics(rows.y[rows.report], p_eval[rows.report])
+                lineage["metrics"].update({"allRowsNote": "report half, every bid type, uncalibrated: not served",
+                                           "allRowsRows": full["n"], "allRowsAuc": full["auc"],
+                                           "allRowsNe": full["ne"], "allRowsCalibration": full["calibration"]})
             info = {"name": name, "variant": best, "bytes": model_path.stat().st_size,
                     "selectionAuc": choice.selection_auc[best], "auc": m["auc"] or float("nan"),
                     "ne": m["ne"], "reportRows": m["n"], "parity": parity["maxAbsDiff"],
-                    "parityShapes": parity["shapes"], "version": None}
+                    "parityShapes": parity["shapes"], "version": None, "calibration": calibration,
+                    "calibrationFit": fit, "uncalibratedCalibration": raw["calibration"],
+                    "calibrated": m["calibration"]}
+            if objective in ev.SERVED_BID_TYPE:  # report half, every bid type: where the bias is
+                r = rows.report
+                info["byBidType"] = {
+                    bt_name: _rates(rows.y[r & k], p_eval[r & k], ev.calibrated(p_eval[r & k], calibration),
+                                    rows.oracle[r & k])
+                    for i, bt_name in enumerate(world.bid_types) for k in [rows.bid_type == i]}
             log(f"{name}: exported {best} (selection-half mean AUC {info['selectionAuc']:.4f}, report-half AUC "
                 f"{info['auc']:.4f} on {m['n']} rows; {info['bytes']} bytes, {count_params(net)} params), parity max "
                 f"|diff| {parity['maxAbsDiff']:.2e} over {parity['shapes']}, ORT {ms:.3f} ms / 500 candidates")

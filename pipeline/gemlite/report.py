@@ -82,6 +82,13 @@ def write_report(out_dir: Path, meta: dict, results: dict, extra: dict) -> Path:
                  "seeds on the *selection* half, and its numbers under \"Published\" (and in the manifest's "
                  "`lineage.metrics`) are measured on the other, *report* half, so they are not inflated by the choice.")
     lines.append("")
+    lines.append("Every number is on the rows the server scores with the model: a ctr student's impressions, a cvr "
+                 "student's clicks on *cpa* candidates only (the server asks for pCVR on cpa candidates alone, and "
+                 "cpa clicks convert more often than the others, which the student cannot tell apart). A cvr "
+                 "student's Platt calibration is fit on the selection half's cpa clicks; its published numbers are "
+                 "after calibration (the variant tables are before it). Numbers on every row (\"all rows\") are "
+                 "for comparison only.")
+    lines.append("")
     for task, s in summary.items():
         ex = extra.get("tasks", {}).get(task, {})
         lines.append(f"## {task}")
@@ -92,6 +99,13 @@ def write_report(out_dir: Path, meta: dict, results: dict, extra: dict) -> Path:
                      f"adapted teacher AUC {ex.get('adapted', {}).get('auc') or float('nan'):.4f} / NE {ex.get('adapted', {}).get('ne', float('nan')):.4f}. "
                      f"Split by user: selection half {ex.get('selectionRows')} rows ({ex.get('selectionUsers')} users), "
                      f"report half {ex.get('reportRows')} rows ({ex.get('reportUsers')} users).")
+        if ex.get("population"):
+            lines.append("")
+            lines.append(f"Graded on {ex['population']}.")
+        if ex.get("allRows"):
+            al = ex["allRows"]
+            lines.append(f"All rows (every bid type, not served; comparison only): {al['rows']} rows, "
+                         f"{al['positives']} positives, oracle AUC {al['oracle'].get('auc') or float('nan'):.4f}.")
         lines.append("")
         rows = []
         for v in VARIANTS:
@@ -134,6 +148,27 @@ def write_report(out_dir: Path, meta: dict, results: dict, extra: dict) -> Path:
                           f"{p['ne']:.4f}", p["reportRows"], f"{p['parity']:.2e}"]
                          for p in extra["published"]])
         lines.append("")
+        lines.append("Calibration served (manifest `calibration`), and predicted / observed rate on the report half "
+                     "before and after it:")
+        lines.append("")
+        lines += _table(["model", "calibration", "how", "pred/obs before", "pred/obs served"],
+                        [[p["name"], _calibration_text(p.get("calibration")), p.get("calibrationFit", ""),
+                          _num(p.get("uncalibratedCalibration")), _num(p.get("calibrated"))]
+                         for p in extra["published"]])
+        lines.append("")
+        for p in extra["published"]:
+            if not p.get("byBidType"):
+                continue
+            lines.append(f"{p['name']} on the report half by bid type (the server scores cpa only; the other rows "
+                         "show what the student, blind to bid type, averages over):")
+            lines.append("")
+            lines += _table(["bid type", "clicks", "conversions", "observed", "truth (oracle)", "predicted",
+                             "pred/truth", "after calibration", "calibrated/truth"],
+                            [[bt, r["rows"], r["positives"], _num(r["observedRate"]), _num(r["oracleRate"]),
+                              _num(r["predictedRate"]), _num(_ratio(r["predictedRate"], r["oracleRate"]), 3),
+                              _num(r["servedRate"]), _num(_ratio(r["servedRate"], r["oracleRate"]), 3)]
+                             for bt, r in p["byBidType"].items()])
+            lines.append("")
     lines.append("![variants](variants.png)")
     lines.append("")
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
@@ -141,6 +176,22 @@ def write_report(out_dir: Path, meta: dict, results: dict, extra: dict) -> Path:
                                                        "overall": ov, "extra": extra}, indent=1, default=_json_default))
     plot(out_dir / "variants.png", summary)
     return out_dir / "report.md"
+
+
+def _num(x, digits: int = 4) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def _calibration_text(cal: dict | None) -> str:
+    if not cal:
+        return "n/a"
+    if cal.get("method") == "platt":
+        return f"platt (slope {cal['slope']:.3f}, intercept {cal['intercept']:.3f})"
+    return cal.get("method", "n/a")
 
 
 def overall(results: dict) -> dict:
