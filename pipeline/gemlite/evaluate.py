@@ -185,24 +185,39 @@ def apply_platt(p: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(slope * logit(p) + intercept)))
 
 
-def fit_platt(p: np.ndarray, y: np.ndarray, steps: int = 50, l2: float = 1e-6, tol: float = 1e-10) -> tuple[float, float]:
+def fit_platt(p: np.ndarray, y: np.ndarray, steps: int = 100, l2: float = 1e-6, tol: float = 1e-10) -> tuple[float, float]:
     """(slope, intercept) of the logistic regression of y on logit(p), by Newton's method from the
-    identity (1, 0). A tiny ridge (l2 * n on both) keeps the Hessian invertible on separable data."""
+    identity (1, 0), each step halved until the loss does not grow. A tiny ridge towards the identity
+    (l2 * n) keeps the Hessian invertible and the answer finite on separable data."""
     x = logit(p)
     y = np.asarray(y, np.float64).ravel()
     if x.size != y.size or x.size == 0:
         raise ValueError(f"fit_platt: {x.size} scores and {y.size} labels")
     X = np.stack([x, np.ones_like(x)], 1)
-    w = np.array([1.0, 0.0])
+    w0 = np.array([1.0, 0.0])
     reg = l2 * x.size
+
+    def loss(w):
+        z = X @ w  # -log sigmoid(z) for positives, -log(1 - sigmoid(z)) for negatives
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * reg * np.sum((w - w0) ** 2))
+
+    w = w0.copy()
+    cur = loss(w)
     for _ in range(steps):
-        z = np.clip(X @ w, -40, 40)
-        q = 1.0 / (1.0 + np.exp(-z))
-        grad = X.T @ (q - y) + reg * (w - np.array([1.0, 0.0]))
+        q = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -500, 500)))
+        grad = X.T @ (q - y) + reg * (w - w0)
         hess = (X * (q * (1 - q))[:, None]).T @ X + reg * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w = w - step
-        if float(np.abs(step).max()) < tol:
+        t = 1.0
+        while t > 1e-10 and not loss(w - t * step) <= cur:
+            t *= 0.5
+        if t <= 1e-10:
+            break
+        w = w - t * step
+        new = loss(w)
+        done = float(np.abs(t * step).max()) < tol or cur - new < tol * max(1.0, abs(cur))
+        cur = new
+        if done:
             break
     if not np.all(np.isfinite(w)):
         raise ValueError("fit_platt: the fit did not converge")
@@ -211,14 +226,17 @@ def fit_platt(p: np.ndarray, y: np.ndarray, steps: int = 50, l2: float = 1e-6, t
 
 def platt_calibration(y: np.ndarray, p: np.ndarray, min_positives: int = PLATT_MIN_POSITIVES,
                       min_negatives: int = PLATT_MIN_NEGATIVES) -> tuple[dict, str]:
-    """A manifest calibration fit on (y, p): platt when there are enough positives and negatives, else
-    identity. Also says, in words, what was done (for the log and lineage.metrics.calibrationFit)."""
+    """A manifest calibration fit on (y, p): platt when there are enough positives and negatives and the
+    fitted slope is positive (the served order of candidates stays the model's), else identity. Also says, in words, what was done (for the log and lineage.metrics.calibrationFit)."""
     y = np.asarray(y, np.float64).ravel()
     pos, neg = int(y.sum()), int(y.size - y.sum())
     if pos < min_positives or neg < min_negatives:
         return ({"method": "identity"},
                 f"identity: {pos} positives / {neg} negatives to fit on, fewer than {min_positives} / {min_negatives}")
     slope, intercept = fit_platt(p, y)
+    if not slope > 0:  # served, it would reverse the model's ranking of the candidates
+        return ({"method": "identity"},
+                f"identity: the fit on {y.size} rows ({pos} positives) has slope {slope:.3g}, not positive")
     return ({"method": "platt", "slope": slope, "intercept": intercept},
             f"platt fit on {y.size} rows ({pos} positives)")
 

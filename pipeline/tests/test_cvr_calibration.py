@@ -55,8 +55,12 @@ def test_platt_is_the_servers_formula_and_needs_enough_positives():
     cal, why = ev.platt_calibration(y, scores)
     assert cal == {"method": "identity"} and "fewer than" in why
     y[ev.PLATT_MIN_POSITIVES - 1] = 1
+    scores[y > 0] += 0.05  # scores that rank the positives higher
     cal, why = ev.platt_calibration(y, scores)
     assert cal["method"] == "platt" and math.isfinite(cal["slope"]) and math.isfinite(cal["intercept"])
+    # scores that rank the positives last would be served in reverse: no fit
+    cal, why = ev.platt_calibration(y, np.where(y > 0, 0.01, 0.2))
+    assert cal == {"method": "identity"} and "not positive" in why
 
 
 def test_cvr_rows_are_the_clicks_on_cpa_candidates(tiny_world):
