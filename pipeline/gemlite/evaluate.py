@@ -173,6 +173,10 @@ def served_rows(objective: str, bid_type: np.ndarray, bid_types: Sequence[str]) 
 PLATT_EPS = 1e-7
 PLATT_MIN_POSITIVES = 20  # and as many negatives: fewer, and the fit is mostly noise
 PLATT_MIN_NEGATIVES = 20
+# Below this many positives only the intercept is fit (slope 1): the shift of the rate that the served
+# population needs. A weak student's logits have a narrow spread, and on a few dozen conversions the
+# maximum-likelihood slope stretched them 3-7x (3.2 on a 16k-user world with 53 conversions).
+PLATT_SLOPE_MIN_POSITIVES = 200
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -185,28 +189,31 @@ def apply_platt(p: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(slope * logit(p) + intercept)))
 
 
-def fit_platt(p: np.ndarray, y: np.ndarray, steps: int = 100, l2: float = 1e-6, tol: float = 1e-10) -> tuple[float, float]:
+def fit_platt(p: np.ndarray, y: np.ndarray, steps: int = 100, l2: float = 1e-6, tol: float = 1e-10,
+              fit_slope: bool = True) -> tuple[float, float]:
     """(slope, intercept) of the logistic regression of y on logit(p), by Newton's method from the
     identity (1, 0), each step halved until the loss does not grow. A tiny ridge towards the identity
-    (l2 * n) keeps the Hessian invertible and the answer finite on separable data."""
+    (l2 * n) keeps the Hessian invertible and the answer finite on separable data. With fit_slope
+    False the slope stays 1 and only the intercept is fit."""
     x = logit(p)
     y = np.asarray(y, np.float64).ravel()
     if x.size != y.size or x.size == 0:
         raise ValueError(f"fit_platt: {x.size} scores and {y.size} labels")
-    X = np.stack([x, np.ones_like(x)], 1)
-    w0 = np.array([1.0, 0.0])
+    offset = np.zeros_like(x) if fit_slope else x
+    X = np.stack([x, np.ones_like(x)], 1) if fit_slope else np.ones_like(x)[:, None]
+    w0 = np.array([1.0, 0.0]) if fit_slope else np.array([0.0])
     reg = l2 * x.size
 
     def loss(w):
-        z = X @ w  # -log sigmoid(z) for positives, -log(1 - sigmoid(z)) for negatives
+        z = offset + X @ w  # -log sigmoid(z) for positives, -log(1 - sigmoid(z)) for negatives
         return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * reg * np.sum((w - w0) ** 2))
 
     w = w0.copy()
     cur = loss(w)
     for _ in range(steps):
-        q = 1.0 / (1.0 + np.exp(-np.clip(X @ w, -500, 500)))
+        q = 1.0 / (1.0 + np.exp(-np.clip(offset + X @ w, -500, 500)))
         grad = X.T @ (q - y) + reg * (w - w0)
-        hess = (X * (q * (1 - q))[:, None]).T @ X + reg * np.eye(2)
+        hess = (X * (q * (1 - q))[:, None]).T @ X + reg * np.eye(w.size)
         step = np.linalg.solve(hess, grad)
         t = 1.0
         while t > 1e-10 and not loss(w - t * step) <= cur:
@@ -221,7 +228,7 @@ def fit_platt(p: np.ndarray, y: np.ndarray, steps: int = 100, l2: float = 1e-6, 
             break
     if not np.all(np.isfinite(w)):
         raise ValueError("fit_platt: the fit did not converge")
-    return float(w[0]), float(w[1])
+    return (float(w[0]), float(w[1])) if fit_slope else (1.0, float(w[0]))
 
 
 def platt_calibration(y: np.ndarray, p: np.ndarray, min_positives: int = PLATT_MIN_POSITIVES,
@@ -233,12 +240,14 @@ def platt_calibration(y: np.ndarray, p: np.ndarray, min_positives: int = PLATT_M
     if pos < min_positives or neg < min_negatives:
         return ({"method": "identity"},
                 f"identity: {pos} positives / {neg} negatives to fit on, fewer than {min_positives} / {min_negatives}")
-    slope, intercept = fit_platt(p, y)
+    fit_slope = pos >= PLATT_SLOPE_MIN_POSITIVES
+    slope, intercept = fit_platt(p, y, fit_slope=fit_slope)
+    what = "platt" if fit_slope else f"platt, intercept only (fewer than {PLATT_SLOPE_MIN_POSITIVES} positives to fit a slope)"
     if not slope > 0:  # served, it would reverse the model's ranking of the candidates
         return ({"method": "identity"},
                 f"identity: the fit on {y.size} rows ({pos} positives) has slope {slope:.3g}, not positive")
     return ({"method": "platt", "slope": slope, "intercept": intercept},
-            f"platt fit on {y.size} rows ({pos} positives)")
+            f"{what} fit on {y.size} rows ({pos} positives)")
 
 
 def calibrated(p: np.ndarray, calibration: dict) -> np.ndarray:

@@ -58,7 +58,10 @@ def test_platt_is_the_servers_formula_and_needs_enough_positives():
     scores[y > 0] += 0.05  # scores that rank the positives higher
     cal, why = ev.platt_calibration(y, scores)
     assert cal["method"] == "platt" and math.isfinite(cal["slope"]) and math.isfinite(cal["intercept"])
-    # scores that rank the positives last would be served in reverse: no fit
+    # with enough positives to fit a slope, scores that rank the positives last would be served in
+    # reverse: no fit
+    y = np.zeros(4 * ev.PLATT_SLOPE_MIN_POSITIVES)
+    y[:ev.PLATT_SLOPE_MIN_POSITIVES] = 1
     cal, why = ev.platt_calibration(y, np.where(y > 0, 0.01, 0.2))
     assert cal == {"method": "identity"} and "not positive" in why
 
@@ -149,7 +152,8 @@ def test_cvr_platt_is_fit_on_the_selection_half_and_measured_on_the_report_half(
         CPA.append(np.asarray(day.imp_bid_type)[plan.imps] == world.bid_types.index("cpa"))
         REP.append(ev.report_half(users[plan.imps]))
     p, y, cpa, rep = map(np.concatenate, (P, Y, CPA, REP))
-    slope, intercept = ev.fit_platt(p[cpa & ~rep], y[cpa & ~rep])
+    fit = cpa & ~rep
+    slope, intercept = ev.fit_platt(p[fit], y[fit], fit_slope=int(y[fit].sum()) >= ev.PLATT_SLOPE_MIN_POSITIVES)
     cal = manifest["calibration"]
     assert np.isclose(slope, cal["slope"], rtol=1e-3, atol=1e-3)
     assert np.isclose(intercept, cal["intercept"], rtol=1e-3, atol=1e-3)
@@ -168,3 +172,16 @@ def test_cvr_with_too_few_cpa_positives_keeps_identity_and_says_so(tiny_run):
     assert metrics["evalRows"] == int((clicked & cpa & report).sum()) < int((clicked & report).sum())
     ctr = json.loads((tiny_run["repo"] / "feed-ctr" / "1" / "manifest.json").read_text())
     assert ctr["calibration"]["method"] == "identity" and ctr["lineage"]["metrics"]["evalPopulation"].startswith("impressions")
+
+
+def test_platt_fits_only_the_intercept_on_few_positives():
+    # A weak score (narrow logit spread) on a population whose rate is 3x its mean: on a few dozen
+    # positives the full fit stretched the logits several-fold; only the rate shift is kept.
+    rng = np.random.default_rng(5)
+    z = rng.normal(-3.5, 0.25, 2000)
+    y = (rng.random(z.size) < _sigmoid(2.5 * (z + 3.5) - 2.8)).astype(np.float64)
+    assert 20 <= y.sum() < ev.PLATT_SLOPE_MIN_POSITIVES, y.sum()
+    cal, why = ev.platt_calibration(y, _sigmoid(z))
+    assert cal["method"] == "platt" and cal["slope"] == 1.0 and "intercept only" in why, (cal, why)
+    served = ev.apply_platt(_sigmoid(z), cal["slope"], cal["intercept"])
+    assert abs(served.mean() - y.mean()) < 1e-3 * max(1.0, y.mean() * 100), (served.mean(), y.mean())
