@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { sampleRequest, startApp } from './helpers/app.js';
-import { defaultRollout, kTwoVersionsEach, makeRepo } from './helpers/fixture-repo.js';
+import { defaultRollout, kTwoVersionsEach, makeRepo, writeVersion } from './helpers/fixture-repo.js';
 import { calibrate } from '../src/models/probabilities.js';
 
 function setCalibration(dir: string, calibration: Record<string, unknown>): void {
@@ -30,12 +30,24 @@ test('calibrate: platt is sigmoid(slope * logit(p) + intercept); identity leaves
   for (const v of flat) assert.ok(Math.abs(v - sigmoid(1)) < 1e-6);
 });
 
-test('a version whose manifest says platt is served calibrated; one without slope and intercept fails to load', async (t) => {
+test('a version whose manifest says platt is served calibrated; an incomplete or wild calibration does not reach traffic', async (t) => {
   const repo = makeRepo([...kTwoVersionsEach, { name: 'feed-ctr', version: 3, variant: 'v1' }], defaultRollout());
-  // Versions 1 and 2 are the same weights; 2 declares a Platt calibration, 3 an incomplete one.
+  // Versions 1-4 are the same weights; 2 declares a Platt calibration, 3 an incomplete one, and 4 (below)
+  // one that moves every served logit by +4 (the gate's distribution check read the raw output and
+  // passed it).
   setCalibration(path.join(repo.dir, 'feed-ctr', '2'), { method: 'platt', slope: 1.2, intercept: 0.7 });
   setCalibration(path.join(repo.dir, 'feed-ctr', '3'), { method: 'platt', slope: 1.2 });
-  const app = await startApp(repo.dir, { keepVersions: 3 });
+  // 5: the same wild calibration on a first load, with no serving version to compare with.
+  const alone = makeRepo([{ name: 'feed-ctr', version: 1, variant: 'v1' }, { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' }], defaultRollout());
+  setCalibration(path.join(alone.dir, 'feed-ctr', '1'), { method: 'platt', slope: 1, intercept: 20 });
+  const first = await startApp(alone.dir);
+  t.after(async () => {
+    await first.close();
+    alone.cleanup();
+  });
+  assert.equal(first.ranker.registry.get('feed-ctr', 1)!.state, 'failed');
+  assert.match(first.ranker.registry.get('feed-ctr', 1)!.reason ?? '', /score-spread: 1 distinct served scores/);
+  const app = await startApp(repo.dir, { keepVersions: 4 });
   t.after(async () => {
     await app.close();
     repo.cleanup();
@@ -43,6 +55,12 @@ test('a version whose manifest says platt is served calibrated; one without slop
   const v3 = app.ranker.registry.get('feed-ctr', 3)!;
   assert.equal(v3.state, 'failed');
   assert.match(v3.reason ?? '', /calibration: method platt needs slope and intercept/);
+  // Published while version 1 serves, so the gate compares it with what is served.
+  setCalibration(writeVersion(repo.dir, { name: 'feed-ctr', version: 4, variant: 'v1' }), { method: 'platt', slope: 1, intercept: 4 });
+  await app.ranker.loader.scan();
+  const v4 = app.ranker.registry.get('feed-ctr', 4)!;
+  assert.equal(v4.state, 'failed');
+  assert.match(v4.reason ?? '', /failed the validation gate: distribution: mean logit shift/);
   const body = sampleRequest(30, 20, 9);
   body.candidates.forEach((c) => (c.bidType = 'cpc'));
   const score = async (version: number) => {

@@ -4,7 +4,8 @@
  *  2. golden tensors (golden.json `cases`) reproduce the pipeline's outputs within tolerance;
  *  3. golden requests (golden.json `requests`) reproduce them through the server's own feature code;
  *  4. a reference batch scores finite probabilities in [0, 1];
- *  5. its score distribution is not wildly off the serving version's (mean and quantiles, logit space);
+ *  5. its score distribution as served (after the manifest's calibration) is not wildly off the serving
+ *     version's (mean and quantiles, logit space);
  *  6. warm-up on every history length bucket, and the cost per candidate (timed on a request of
  *     kGateCostCandidates candidates) stays under the limit.
  */
@@ -15,7 +16,7 @@ import { assembleBatch, encodeRequest, type Feeds } from '../features/encode.js'
 import type { FeaturePlan } from '../features/plan.js';
 import type { RankRequest } from '../features/request.js';
 import type { Manifest } from './manifest.js';
-import { countInvalidProbabilities } from './probabilities.js';
+import { calibrate, countInvalidProbabilities } from './probabilities.js';
 import type { InferencePool, LoadInfo } from './pool.js';
 import type { GateReport } from './registry.js';
 import { readRepositoryText } from './repository-files.js';
@@ -47,6 +48,7 @@ export interface GateBaseline {
   key: string;
   plan: FeaturePlan;
   outputName: string;
+  calibration: Manifest['calibration'];
 }
 
 export function feedsFromGolden(inputs: Record<string, GoldenTensor>): Feeds {
@@ -170,11 +172,16 @@ export async function runGate(
     const badAtBucket = countInvalidProbabilities(atBucket);
     if (!check('finite-probabilities', badAtBucket === 0, badAtBucket === 0 ? `${atBucket.length} scores in [0, 1] at history bucket ${bucket}` : `${badAtBucket} of ${atBucket.length} scores are NaN, infinite or outside [0, 1] at history bucket ${bucket}`)) return report;
   }
-  const mean = meanLogit(scored);
+  // As served: a calibration that sends every score to 1 must not pass on the model's raw output. With
+  // no serving version to compare with (a first load), one score for every candidate is still caught.
+  const served = calibrate(Float32Array.from(scored), manifest.calibration);
+  const distinct = new Set(served).size;
+  if (!check('score-spread', distinct > 1, `${distinct} distinct served scores over ${served.length} reference candidates`)) return report;
+  const mean = meanLogit(served);
   report.scoreMean = mean;
-  report.scoreQuantiles = quantiles(scored);
+  report.scoreQuantiles = quantiles(served);
   if (baseline) {
-    const base = await scoreAll(pool, baseline.key, baseline.plan, baseline.outputName, referenceRequests);
+    const base = calibrate(await scoreAll(pool, baseline.key, baseline.plan, baseline.outputName, referenceRequests), baseline.calibration);
     const shift = Math.abs(mean - meanLogit(base));
     const baseQ = quantiles(base);
     const qShift = Math.max(...Object.keys(baseQ).map((k) => Math.abs(logit(report.scoreQuantiles![k]) - logit(baseQ[k]))));

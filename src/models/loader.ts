@@ -313,7 +313,7 @@ export class ModelLoader {
       if (load.fallbacks.length > 0) log.warn({ provider: load.provider, fallbacks: load.fallbacks }, 'execution provider fallback');
       this.#registry.setState(entry, 'validating');
       const serving = this.#registry.routing.models.get(entry.name)?.stable;
-      const baseline = serving && serving !== entry && serving.plan ? { key: serving.key, plan: serving.plan, outputName: serving.outputName } : null;
+      const baseline = serving && serving !== entry && serving.plan && serving.manifest ? { key: serving.key, plan: serving.plan, outputName: serving.outputName, calibration: serving.manifest.calibration } : null;
       const gate = await runGate(this.#pool, { key: entry.key, dir: entry.dir, manifest, plan, outputName: entry.outputName, load }, baseline, this.#reference, this.#options.gate);
       entry.gate = gate;
       if (!gate.passed) {
