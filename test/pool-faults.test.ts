@@ -227,10 +227,11 @@ test('work already sent to the worker counts toward a deadline: the estimate and
   const pool = await startPool(t, { workerQueueDepth: 2 });
   await pool.load('slow@1', files.slow);
   await pool.load('feed-ctr@1', files.v1);
-  await score(pool, 'slow@1', 50); // a cost per candidate for the slow version, from a real batch
+  await score(pool, 'slow@1', 100); // a cost per candidate for the slow version, from a real batch
   const quiet = pool.estimateMs('feed-ctr@1', 10);
   let busyDone = false;
-  const busy = score(pool, 'slow@1', 4000, 10_000).finally(() => (busyDone = true));
+  // ~1 s here (~0.13 ms per candidate): far past the deadline below on a host several times faster.
+  const busy = score(pool, 'slow@1', 8000, 10_000).finally(() => (busyDone = true));
   const expected = pool.estimateMs('feed-ctr@1', 10);
   assert.ok(expected > quiet + 100, `the running batch is in the estimate: ${expected.toFixed(1)} ms (quiet: ${quiet.toFixed(1)} ms)`);
   const late = await within(score(pool, 'feed-ctr@1', 10, 100), 3000);
@@ -238,6 +239,38 @@ test('work already sent to the worker counts toward a deadline: the estimate and
   assert.equal(busyDone, false, 'refused at once, not after the running batch');
   if (late.state === 'rejected') assert.equal(late.error.code, 'DEADLINE_EXCEEDED');
   await busy;
+});
+
+// With two workers each running a batch, the dispatch check used the backlog of the worker with the
+// fewest batches (the first on a tie), which ran a long one: the request was refused while the other
+// worker freed up well inside its deadline.
+test('a request goes to the worker that will start it soonest, and its deadline is judged by that one', async (t) => {
+  const files = modelFiles(t, ['v1', 'slow']);
+  const pool = await startPool(t, { poolSize: 2, workerQueueDepth: 2 });
+  await pool.load('slow@1', files.slow);
+  await pool.load('feed-ctr@1', files.v1);
+  await score(pool, 'slow@1', 100);
+  await score(pool, 'feed-ctr@1', 100);
+  const long = score(pool, 'slow@1', 8000, 20_000); // ~1 s
+  const short = score(pool, 'slow@1', 200, 20_000, 2); // ~30 ms
+  const outcome = await within(score(pool, 'feed-ctr@1', 10, 200, 3), 3000);
+  assert.equal(outcome.state, 'resolved', outcome.state === 'rejected' ? `refused: ${outcome.error.code}` : 'answered');
+  assert.ok(outcome.ms < 200, `within its deadline (${outcome.ms.toFixed(0)} ms)`);
+  await Promise.all([long, short]);
+});
+
+// The cost per candidate came from every batch: one of a single candidate put a run's whole fixed part
+// on it and raised the estimate for a 300-candidate request ~40x.
+test('a tiny batch does not inflate the cost per candidate that estimates are made from', async (t) => {
+  const files = modelFiles(t, ['v1']);
+  const pool = await startPool(t);
+  await pool.load('feed-ctr@1', files.v1);
+  for (let i = 0; i < 5; i++) await score(pool, 'feed-ctr@1', 300, 2000, i);
+  const before = pool.observedRunMs('feed-ctr@1', 300)!;
+  assert.ok(before > 0);
+  for (let i = 0; i < 5; i++) await score(pool, 'feed-ctr@1', 1, 2000, 10 + i);
+  const after = pool.observedRunMs('feed-ctr@1', 300)!;
+  assert.equal(after, before, `${before.toFixed(3)} ms before the single-candidate batches, ${after.toFixed(3)} ms after`);
 });
 
 test('the 504 names the deadline the request asked for, not the time left when it was queued', async (t) => {
@@ -277,6 +310,37 @@ test('/v1/rank queued behind a busy worker answers 504 with its own deadlineMs, 
     assert.equal(reply.value.statusCode, 504, reply.value.body);
     assert.equal(reply.value.json().error.message, 'deadline of 100 ms cannot be met');
   }
+  await busy;
+});
+
+// A request with cpa candidates needs the ctr and the cvr model; the early check added up two
+// estimates that each included the worker's backlog, so it was refused when its deadline lay between
+// the real wait and twice the backlog.
+test('/v1/rank counts the worker backlog once for a request that needs both models', async (t) => {
+  const repo = makeRepo([
+    { name: 'feed-ctr', version: 1, variant: 'v1' },
+    { name: 'feed-ctr', version: 2, variant: 'slow' },
+    { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
+  ]);
+  const app = await startApp(repo.dir, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
+  t.after(async () => {
+    await app.close();
+    repo.cleanup();
+  });
+  const { pool, registry } = app.ranker;
+  const slow = registry.get('feed-ctr', 2)!;
+  const stable = registry.get('feed-ctr', 1)!;
+  const busyWith = (n: number) => pool.score(slow.key, slow.plan!, encodeRequest(slow.plan!, sampleRequest(n, 5, 5)), slow.outputName, performance.now() + 20_000);
+  await busyWith(200); // a cost per candidate for the slow version
+  const busy = busyWith(4000);
+  const body = { ...sampleRequest(30, 20, 2), deadlineMs: 0 };
+  body.candidates.forEach((c) => (c.bidType = 'cpa'));
+  const backlog = pool.estimateMs(stable.key, 30);
+  assert.ok(backlog > 100, `the busy batch is in the estimate (${backlog.toFixed(0)} ms)`);
+  body.deadlineMs = Math.round(backlog * 1.4 + 20);
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  assert.equal(res.statusCode, 200, `deadline ${body.deadlineMs} ms for a wait of ~${backlog.toFixed(0)} ms: ${res.body}`);
+  assert.ok(res.json().models.cvr, 'both models scored it');
   await busy;
 });
 

@@ -84,6 +84,8 @@ const kStartRetryMaxMs = 5000;
 const kReloadAttempts = 6;
 const kReloadRetryBaseMs = 500;
 const kReloadRetryMaxMs = 8000;
+/** The smallest batch whose run time updates a version's cost per candidate (see #finishBatch). */
+const kEstimateMinCandidates = 64;
 const noop = () => undefined;
 
 /** `baseMs`, doubled for each failure after the first, at most `maxMs`. */
@@ -420,12 +422,14 @@ export class InferencePool {
 
   /**
    * Expected wait before `candidates` more candidates for `key` would finish, from recent batches: the
-   * queue, the batches already sent to the least busy worker holding `key`, and the run itself.
+   * queue, the batches already sent to the least busy worker holding `key` (unless `withBacklog` is
+   * false: a caller adding up several runs of one request counts that wait once), and the run itself.
    */
-  estimateMs(key: string, candidates: number): number {
+  estimateMs(key: string, candidates: number, withBacklog = true): number {
     const perCandidate = this.#msPerCandidate.get(key) ?? 0.002;
     const workers = Math.max(1, this.#slots.length);
-    return ((this.#pendingCandidates + candidates) * perCandidate) / workers + this.#runningMs(key, performance.now()) + candidates * perCandidate;
+    const backlog = withBacklog ? this.#runningMs(key, performance.now()) : 0;
+    return ((this.#pendingCandidates + candidates) * perCandidate) / workers + backlog + candidates * perCandidate;
   }
 
   /** The least, over the ready workers holding `key`, of what they still have to run. */
@@ -474,8 +478,8 @@ export class InferencePool {
 
   /**
    * Score one encoded request behind all traffic: dispatched only while no request waits and to a worker
-   * with no batch running or queued, one batch at a time, and never counted in the queue's length or
-   * in deadline estimates. A request that arrives while it runs still waits for that one run, so
+   * with no batch running or queued, one batch at a time, and not counted in the queue's length (once
+   * running, it is in its worker's backlog like any batch). A request that arrives while it runs still waits for that one run, so
    * callers bound its cost (ShadowRunner); it fails at `deadlineAt` if no worker was idle by then.
    */
   scoreInBackground(key: string, plan: FeaturePlan, encoded: EncodedRequest, outputName: string, deadlineAt: number): Promise<Float32Array> {
@@ -534,11 +538,22 @@ export class InferencePool {
     });
   }
 
+  /**
+   * The ready worker holding `key` that can take a batch now and will start it soonest (the least
+   * backlog; fewer batches on a tie). By batch count alone, a worker running one long batch was picked
+   * over one running a short one, and a deadline that the other would meet was refused.
+   */
   #freeSlot(key: string): Slot | null {
     let best: Slot | null = null;
+    let bestBacklog = Infinity;
+    const now = performance.now();
     for (const slot of this.#slots) {
       if (!slot.ready || slot.loading > 0 || slot.inflight.size >= this.#options.workerQueueDepth || !slot.keys.has(key)) continue;
-      if (!best || slot.inflight.size < best.inflight.size) best = slot;
+      const backlog = this.#backlogMs(slot, now);
+      if (!best || backlog < bestBacklog || (backlog === bestBacklog && slot.inflight.size < best.inflight.size)) {
+        best = slot;
+        bestBacklog = backlog;
+      }
     }
     return best;
   }
@@ -704,7 +719,10 @@ export class InferencePool {
       this.#failBatch(batch, Errors.INFERENCE_FAILED(batch.key, `output ${items[0].outputName} has ${output?.length ?? 0} values for ${batch.candidates} candidates`));
       return;
     }
-    if (batch.candidates > 0) {
+    // Per candidate, from batches large enough that a run's fixed part (0.1-1 ms) is spread thin: one
+    // batch of a single candidate put it all on that candidate and raised every later estimate ~40x
+    // (false 504s, and shadows judged too slow for good, since a skipped shadow never runs again).
+    if (batch.candidates >= kEstimateMinCandidates) {
       const observed = runMs / batch.candidates;
       const previous = this.#msPerCandidate.get(batch.key);
       this.#msPerCandidate.set(batch.key, previous === undefined ? observed : previous * 0.8 + observed * 0.2);

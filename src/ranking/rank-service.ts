@@ -110,7 +110,8 @@ export class RankService {
       // the estimate needs only candidate counts, so it runs before any encoding.
       const n = request.candidates.length;
       const cpa = cvr ? cpaPart : null;
-      const expected = this.#pool.estimateMs(ctr.version.key, n) + (cvr && cpa ? this.#pool.estimateMs(cvr.version.key, cpa.indices.length) : 0);
+      // The worker's backlog once: both runs of the request wait behind the same batches.
+      const expected = this.#pool.estimateMs(ctr.version.key, n) + (cvr && cpa ? this.#pool.estimateMs(cvr.version.key, cpa.indices.length, false) : 0);
       if (performance.now() + expected > deadlineAt) {
         this.#metrics.shed.inc({ reason: 'deadline' });
         throw Errors.DEADLINE(deadlineMs);
