@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
-import { defaultRollout, kTwoVersionsEach } from './helpers/fixture-repo.js';
+import { defaultRollout, kTwoVersionsEach, writeVersion } from './helpers/fixture-repo.js';
 import { validateRollout } from '../src/models/rollout.js';
 
 const kJson = { ...kAdminAuth, 'content-type': 'application/json' };
@@ -119,4 +119,28 @@ test('a load by hand during an unload drain waits for it and leaves the version 
   assert.equal(state(), 'ready', 'the later call wins');
   const pinned = await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(5, 5, 1), pin: { 'feed-ctr': 2 } } });
   assert.equal(pinned.statusCode, 200, pinned.body);
+});
+
+// Loads by hand shared the flag queue, so an automatic canary rollback waited for a whole load (its
+// scan and gate); and a rollback's flags took effect only after the scan, which waits behind one
+// that is loading a version.
+test('a canary rollback takes effect at once while a load by hand is gating a slow version', async (t) => {
+  const rollout = defaultRollout();
+  rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
+  const { app, repo } = await startAppWithRepo(t, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } }, kTwoVersionsEach, rollout);
+  const { loader, registry } = app.ranker;
+  // A canary at 0% routes nobody: the routing table then has no canary for the model.
+  const canaryPercent = () => registry.routing.models.get('feed-ctr')?.canary?.percent ?? 0;
+  assert.equal(canaryPercent(), 50);
+  writeVersion(repo, { name: 'feed-ctr', version: 3, variant: 'slow' });
+  let loaded = false;
+  const load = loader.loadByHand('feed-ctr', 3).finally(() => (loaded = true));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const rollback = loader.rollbackCanary('feed-ctr', 2);
+  while (canaryPercent() !== 0 && !loaded) await new Promise((resolve) => setTimeout(resolve, 2));
+  assert.equal(loaded, false, 'the rollback took effect while the load was still running');
+  assert.equal(canaryPercent(), 0);
+  assert.equal((await rollback).written, true);
+  assert.equal((await load).state, 'ready');
+  assert.equal(canaryPercent(), 0, 'the scan that finished the load did not restore the flags it had read before');
 });

@@ -83,6 +83,17 @@ export class ModelLoader {
    * before the next one reads them; two concurrent edits of different models lost one of the two.
    */
   readonly #flagQueue = new SerialQueue();
+  /**
+   * Loads and unloads by hand, one at a time (an unload then also takes #flagQueue, always in this
+   * order). Not #flagQueue itself: a load can take seconds (a scan, the gate), and an automatic
+   * canary rollback queued behind it waited that long.
+   */
+  readonly #manualQueue = new SerialQueue();
+  /**
+   * Bumped when this loader writes and applies flags itself: a scan that read the flags before such a
+   * write must not apply what it read afterwards (it undid a rollback until the next scan).
+   */
+  #flagsGeneration = 0;
   /** Directory fingerprints of failed versions: a failed version is retried only if its files change. */
   #failedFingerprint = new Map<string, string>();
   /** Loads in a row of each version that a worker exit cut short (see kWorkerExitRetries). */
@@ -193,9 +204,13 @@ export class ModelLoader {
         await this.loadVersion(entry);
       }
     }
-    if (rollout) this.#apply(rollout);
+    // The flags as they are now, not as they were before the loads above (which can take seconds):
+    // an edit written meanwhile by another process, or by this one (then applied already), counts.
+    const generation = this.#flagsGeneration;
+    const latest = await this.#readFlags();
+    if (latest && generation === this.#flagsGeneration) this.#apply(latest);
     // Recomputed after the swap: the version that was serving until now is no longer referenced.
-    await this.#unloadUnwanted(this.#wanted(rollout, onDisk));
+    await this.#unloadUnwanted(this.#wanted(this.#registry.rollout ?? latest, onDisk));
   }
 
   /**
@@ -392,7 +407,7 @@ export class ModelLoader {
    * and the unload then removed the version anyway.
    */
   loadByHand(name: string, version: number): Promise<ModelVersion> {
-    return this.#flagQueue.run(async () => {
+    return this.#manualQueue.run(async () => {
       await this.scan();
       const entry = this.#registry.require(name, version);
       this.#manualUnloads.delete(entry.key);
@@ -409,14 +424,16 @@ export class ModelLoader {
    * cannot become flagged between the check and the unload.
    */
   unloadByHand(name: string, version: number): Promise<ModelVersion> {
-    return this.#flagQueue.run(async () => {
-      const entry = this.#registry.require(name, version);
-      if (this.#registry.referenced().has(entry.key)) throw Errors.VERSION_NOT_READY(entry.key, 'referenced by rollout flags; change the flags first');
-      this.#pinnedLoads.delete(entry.key);
-      this.#manualUnloads.add(entry.key);
-      if (entry.state === 'ready') await this.#drainAndUnload(entry);
-      return entry;
-    });
+    return this.#manualQueue.run(() =>
+      this.#flagQueue.run(async () => {
+        const entry = this.#registry.require(name, version);
+        if (this.#registry.referenced().has(entry.key)) throw Errors.VERSION_NOT_READY(entry.key, 'referenced by rollout flags; change the flags first');
+        this.#pinnedLoads.delete(entry.key);
+        this.#manualUnloads.add(entry.key);
+        if (entry.state === 'ready') await this.#drainAndUnload(entry);
+        return entry;
+      }),
+    );
   }
 
   /** Merge one model's flags into the current rollout and apply it (admin API). */
@@ -458,6 +475,10 @@ export class ModelLoader {
     });
     if (written === null) return { written: false, warnings: this.#registry.routing.warnings };
     this.#events.rolloutWritten?.();
+    // In effect at once, for the versions that are ready (a rollback, a promotion): the scan below may
+    // wait behind a scan that is loading and gating a new version.
+    this.#flagsGeneration++;
+    this.#apply(written);
     await this.scan();
     // Already a ROLLOUT_INVALID ("rollout flags rejected: ..."): wrapping it again doubled the prefix.
     if (this.#rolloutError) throw isRankerError(this.#rolloutFailure) ? this.#rolloutFailure : Errors.ROLLOUT_INVALID(this.#rolloutError);
