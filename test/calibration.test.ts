@@ -47,7 +47,7 @@ test('a version whose manifest says platt is served calibrated; an incomplete or
   });
   assert.equal(first.ranker.registry.get('feed-ctr', 1)!.state, 'failed');
   assert.match(first.ranker.registry.get('feed-ctr', 1)!.reason ?? '', /score-spread: 1 distinct served scores/);
-  const app = await startApp(repo.dir, { keepVersions: 4 });
+  const app = await startApp(repo.dir, { keepVersions: 5 });
   t.after(async () => {
     await app.close();
     repo.cleanup();
@@ -55,6 +55,10 @@ test('a version whose manifest says platt is served calibrated; an incomplete or
   const v3 = app.ranker.registry.get('feed-ctr', 3)!;
   assert.equal(v3.state, 'failed');
   assert.match(v3.reason ?? '', /calibration: method platt needs slope and intercept/);
+  // A slope that would reverse the model's order is refused outright.
+  setCalibration(writeVersion(repo.dir, { name: 'feed-ctr', version: 5, variant: 'v1' }), { method: 'platt', slope: -1, intercept: 0 });
+  await app.ranker.loader.scan();
+  assert.match(app.ranker.registry.get('feed-ctr', 5)!.reason ?? '', /calibration\/slope must be positive, got -1/);
   // Published while version 1 serves, so the gate compares it with what is served.
   setCalibration(writeVersion(repo.dir, { name: 'feed-ctr', version: 4, variant: 'v1' }), { method: 'platt', slope: 1, intercept: 4 });
   await app.ranker.loader.scan();
