@@ -40,7 +40,17 @@ CLAIM_KEEP_S = 3600.0
 
 
 def load_schema(name: str) -> dict:
-    return json.loads((SCHEMAS / name).read_text())
+    """A shared schema, as Python must check it: a pattern's final `$` also matches before a trailing
+    newline in Python's `re` (not in the server's Ajv), so "feed-ctr\\n" passed here and the server then
+    refused the whole file; it is `\\Z` (the very end) here."""
+    def python_patterns(node):
+        if isinstance(node, dict):
+            return {k: (v[:-1] + r"\Z" if k == "pattern" and isinstance(v, str) and v.endswith("$") and not v.endswith(r"\$")
+                        else python_patterns(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [python_patterns(v) for v in node]
+        return node
+    return python_patterns(json.loads((SCHEMAS / name).read_text()))
 
 
 def non_finite_path(value, path: str = "") -> str | None:
@@ -187,14 +197,20 @@ def _claim(parent: Path, repo: Path, name: str, version: int | None) -> int:
                 raise FileExistsError(f"{name} version {v} is being published by another process") from None
             continue
         _fsync_dir(parent)
-        for old in _claims(parent):
-            claim = parent / f".claimed-{old}"
-            try:
-                if old < v and ((parent / str(old)).is_dir() or time.time() - claim.stat().st_mtime > CLAIM_KEEP_S):
-                    claim.unlink()
-            except FileNotFoundError:
-                pass
         return v
+
+
+def _drop_older_claims(parent: Path, v: int) -> None:
+    """Once version v is published, its claim is the high-water mark: older claims whose folder exists
+    (or that were abandoned long ago) can go. Not before: a publish that fails unlinks its own claim,
+    and had the older mark gone already, a removed folder's number could be handed out again."""
+    for old in _claims(parent):
+        claim = parent / f".claimed-{old}"
+        try:
+            if old < v and ((parent / str(old)).is_dir() or time.time() - claim.stat().st_mtime > CLAIM_KEEP_S):
+                claim.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _fsync_file(path: Path) -> None:
@@ -259,6 +275,7 @@ def publish(repo: Path, name: str, model_path: Path, manifest: dict, golden: dic
                     raise
             claimed.append(_claim(parent, repo, name, None))
         _fsync_dir(parent)
+        _drop_older_claims(parent, claimed[-1])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         # A number nothing was published under may be taken again (a version folder of it would count anyway).

@@ -256,3 +256,32 @@ def test_removed_version_number_is_never_reused(tiny_world, tmp_path):
     with pytest.raises(ValueError, match="rollout.json"):
         publish(repo, "feed-ctr", model, m, {})
     assert versions(repo, "feed-ctr") == [1, 2, 9] and not list((repo / "feed-ctr").glob(".tmp-*"))
+
+
+def test_failed_publish_keeps_the_high_water_mark(tiny_world, tmp_path):
+    # The claim of the newest published version was dropped as soon as the next number was claimed;
+    # when that publish then failed and unlinked its own claim, no mark was left, and removing the
+    # newest folder let its number be handed out again.
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"bytes of a model")
+    m = _manifest(tiny_world, model)
+    repo = tmp_path / "repo"
+    assert publish(repo, "feed-ctr", model, m, {})[0] == 1
+    assert publish(repo, "feed-ctr", model, m, {})[0] == 2
+    bad = json.loads(json.dumps(m))
+    bad["model"]["sha256"] = "0" * 64  # any failure after the claim
+    with pytest.raises(RuntimeError):
+        publish(repo, "feed-ctr", model, bad, {})
+    shutil.rmtree(repo / "feed-ctr" / "2")  # an operator removes the newest version
+    assert publish(repo, "feed-ctr", model, m, {})[0] == 3
+
+
+def test_names_with_a_trailing_newline_are_refused_as_the_server_refuses_them():
+    # Python's re lets a pattern's final `$` match before a trailing newline; the server's Ajv does
+    # not, and it refused the whole rollout.json that Python had accepted and written.
+    flags = {"salt": "s", "routes": {"feed": {"ctr": "feed-ctr\n", "cvr": "feed-cvr"}},
+             "models": {"feed-ctr\n": {"stable": 1}, "feed-cvr": {"stable": 1}}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_rollout(flags)
+    validate_rollout({"salt": "s", "routes": {"feed": {"ctr": "feed-ctr", "cvr": "feed-cvr"}},
+                      "models": {"feed-ctr": {"stable": 1}, "feed-cvr": {"stable": 1}}})
