@@ -121,3 +121,26 @@ test('a deadline counts from arrival: time spent waiting for admission is spent 
   const onTime = await app.inject({ method: 'POST', url: '/v1/rank', payload: { ...sampleRequest(5, 5, 2), deadlineMs: 1000 } });
   assert.equal(onTime.statusCode, 200, onTime.body);
 });
+
+// When a request's ctr call failed first, both versions were released at once while the cvr call
+// still ran: an unload waiting for the cvr version's requests to drain went ahead under it.
+test('a version stays referenced while its call runs, even after the request failed on the other model', async (t) => {
+  const { app } = await startAppWithRepo(t, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } }, [
+    { name: 'feed-ctr', version: 1, variant: 'v1' },
+    { name: 'feed-cvr', version: 1, variant: 'slow', objective: 'cvr' },
+  ]);
+  const { pool, registry } = app.ranker;
+  const cvr = registry.get('feed-cvr', 1)!;
+  // The ctr version is ready but no worker holds it any more: its call fails at once (503), while the
+  // slow cvr model takes ~200 ms over these candidates.
+  await pool.unload('feed-ctr@1');
+  const body = sampleRequest(1500, 5, 3);
+  body.candidates.forEach((c) => (c.bidType = 'cpa'));
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
+  assert.equal(res.statusCode, 503, res.body);
+  assert.equal(res.json().error.code, Errors.VERSION_UNAVAILABLE.code);
+  assert.equal(cvr.refs, 1, 'the cvr call is still running');
+  const until = Date.now() + 10_000;
+  while (cvr.refs > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(cvr.refs, 0, 'released once it settled');
+});

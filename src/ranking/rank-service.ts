@@ -100,6 +100,9 @@ export class RankService {
     // Only cpa bids use pCVR: the cvr model is resolved and scores that subset only when there is one.
     const cpaPart = cpaSubset(request);
     const held: Resolved[] = [];
+    // Each model call still running when the request ends (the other one failed first) keeps its
+    // version referenced until it settles: released earlier, an unload's drain ended under it.
+    const running = new Map<Resolved, Promise<unknown>>();
     try {
       const ctr = this.#registry.resolve(surface, 'ctr', request.user.id, request.pin, this.#servable);
       held.push(ctr);
@@ -123,10 +126,11 @@ export class RankService {
       const featuresMs = performance.now() - featuresStart;
 
       const scoreStart = performance.now();
-      const [pctr, cpaScores] = await Promise.all([
-        this.#score(ctr, ctrEncoded, request, deadlineAt, deadlineMs),
-        cvr && cpa ? this.#score(cvr, cvrEncoded!, cpa.request, deadlineAt, deadlineMs) : Promise.resolve(null),
-      ]).catch((error: unknown) => {
+      const ctrScores = this.#score(ctr, ctrEncoded, request, deadlineAt, deadlineMs);
+      running.set(ctr, ctrScores);
+      const cvrScores = cvr && cpa ? this.#score(cvr, cvrEncoded!, cpa.request, deadlineAt, deadlineMs) : Promise.resolve(null);
+      if (cvr && cpa) running.set(cvr, cvrScores);
+      const [pctr, cpaScores] = await Promise.all([ctrScores, cvrScores]).catch((error: unknown) => {
         // Once per request, not per model: the ctr and cvr calls of one request are often shed together.
         const code = (error as { code?: string }).code;
         if (code === Errors.OVERLOADED.code) this.#metrics.shed.inc({ reason: 'queue' });
@@ -163,7 +167,12 @@ export class RankService {
       this.#hooks.impressions?.(request, result, candidateIndex);
       return result;
     } finally {
-      for (const r of held) this.#registry.release(r.version);
+      for (const r of held) {
+        const release = () => this.#registry.release(r.version);
+        const call = running.get(r);
+        if (call) void call.then(release, release);
+        else release();
+      }
     }
   }
 
