@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
-import { defaultRollout, kTwoVersionsEach, writeVersion } from './helpers/fixture-repo.js';
+import { defaultRollout, kTwoVersionsEach, writeRolloutFile, writeVersion } from './helpers/fixture-repo.js';
 import { validateRollout } from '../src/models/rollout.js';
 
 const kJson = { ...kAdminAuth, 'content-type': 'application/json' };
@@ -143,4 +143,62 @@ test('a canary rollback takes effect at once while a load by hand is gating a sl
   assert.equal((await rollback).written, true);
   assert.equal((await load).state, 'ready');
   assert.equal(canaryPercent(), 0, 'the scan that finished the load did not restore the flags it had read before');
+});
+
+// A scan took its wanted/referenced snapshot before draining old versions one by one; flags this
+// loader wrote meanwhile (in effect at once) routed one of those versions, which was then unloaded
+// anyway: 503s until a rescan reloaded it.
+test('a version that flags route while a scan is unloading old ones is kept', async (t) => {
+  const rollout = defaultRollout({ 'feed-ctr': 3, 'feed-cvr': 1 });
+  rollout.models['feed-ctr'].canary = { version: 1, percent: 10 };
+  rollout.models['feed-ctr'].shadow = [2];
+  const versions = [1, 2, 3].map((version) => ({ name: 'feed-ctr', version, variant: 'v1' as const }));
+  const { app, repo } = await startAppWithRepo(t, { keepVersions: 1 }, [...versions, { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' }], rollout);
+  const { loader, registry } = app.ranker;
+  const v = (n: number) => registry.get('feed-ctr', n)!;
+  const v2States: string[] = [];
+  registry.on('state', (entry) => entry === v(2) && v2States.push(entry.state));
+  registry.acquire(v(1)); // a canary request in flight on version 1
+  writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 3, 'feed-cvr': 1 })); // another writer drops canary and shadow
+  const scan = loader.scan();
+  while (v(1).state !== 'draining') await new Promise((resolve) => setTimeout(resolve, 1));
+  const edit = loader.updateFlags('feed-ctr', { stable: 2 });
+  while (registry.routing.models.get('feed-ctr')!.stable.version !== 2) await new Promise((resolve) => setTimeout(resolve, 1));
+  registry.release(v(1));
+  const statuses = new Set<number>();
+  let done = false;
+  void edit.finally(() => (done = true));
+  while (!done) statuses.add((await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1) })).statusCode);
+  await edit;
+  await scan;
+  assert.deepEqual([...statuses], [200]);
+  assert.deepEqual(v2States, [], 'version 2 was never drained or unloaded');
+  assert.equal(v(2).state, 'ready');
+  assert.equal(v(1).state, 'unloaded');
+});
+
+// With two edits, the second waited for the first one's scan, which waited behind a scan gating a
+// slow version: only the first rollback took effect at once.
+test('two canary rollbacks during a slow load both take effect at once', async (t) => {
+  const rollout = defaultRollout({ 'feed-ctr': 1, 'feed-cvr': 1 });
+  rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
+  rollout.models['feed-cvr'].canary = { version: 2, percent: 50 };
+  const { app, repo } = await startAppWithRepo(t, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } }, [
+    ...kTwoVersionsEach,
+    { name: 'feed-cvr', version: 2, variant: 'v2', objective: 'cvr' },
+  ], rollout);
+  const { loader, registry } = app.ranker;
+  const percent = (name: string) => registry.routing.models.get(name)?.canary?.percent ?? 0;
+  assert.equal(percent('feed-ctr'), 50);
+  assert.equal(percent('feed-cvr'), 50);
+  writeVersion(repo, { name: 'feed-ctr', version: 3, variant: 'slow' });
+  let scanned = false;
+  const scan = loader.scan().finally(() => (scanned = true));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const rollbacks = Promise.all([loader.rollbackCanary('feed-ctr', 2), loader.rollbackCanary('feed-cvr', 2)]);
+  while ((percent('feed-ctr') !== 0 || percent('feed-cvr') !== 0) && !scanned) await new Promise((resolve) => setTimeout(resolve, 2));
+  assert.equal(scanned, false, 'both took effect while the slow version was still loading');
+  await scan;
+  assert.deepEqual((await rollbacks).map((r) => r.written), [true, true]);
+  assert.equal(percent('feed-ctr') + percent('feed-cvr'), 0);
 });

@@ -273,6 +273,35 @@ test('a tiny batch does not inflate the cost per candidate that estimates are ma
   assert.equal(after, before, `${before.toFixed(3)} ms before the single-candidate batches, ${after.toFixed(3)} ms after`);
 });
 
+// Background work (shadows) waits for an idle worker for up to 5 s, holding its version's reference:
+// an unload's drain waited that long, and flag edits queued behind the unload with it.
+test('background work waiting for a draining version is failed at once', async (t) => {
+  const files = modelFiles(t, ['v1', 'slow']);
+  const pool = await startPool(t);
+  await pool.load('slow@1', files.slow);
+  await pool.load('feed-ctr@1', files.v1);
+  const busy = score(pool, 'slow@1', 8000, 20_000); // ~1 s: no idle worker meanwhile
+  const waiting = within(pool.scoreInBackground('feed-ctr@1', plan, encodeRequest(plan, sampleRequest(50, 5, 1)), 'p', performance.now() + 5000), 3000);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  pool.cancelBackground('feed-ctr@1');
+  const outcome = await waiting;
+  assert.equal(outcome.state, 'rejected');
+  assert.ok(outcome.ms < 500, `failed at once (${outcome.ms.toFixed(0)} ms), not at its deadline`);
+  if (outcome.state === 'rejected') assert.equal(outcome.error.code, 'MODEL_VERSION_UNAVAILABLE');
+  await busy;
+});
+
+// Only batches of 64 or more taught the cost per candidate: a version held to smaller batches
+// (BATCH_MAX_CANDIDATES, its manifest) never got one, and deadline checks counted ~0 for it.
+test('a version whose batches are capped below 64 candidates still learns its cost per candidate', async (t) => {
+  const files = modelFiles(t, ['v1']);
+  const pool = await startPool(t, { batchMaxCandidates: 32 });
+  await pool.load('feed-ctr@1', files.v1);
+  assert.equal(pool.observedRunMs('feed-ctr@1', 32), null);
+  for (let i = 0; i < 3; i++) await score(pool, 'feed-ctr@1', 32, 2000, i);
+  assert.ok((pool.observedRunMs('feed-ctr@1', 32) ?? 0) > 0);
+});
+
 test('the 504 names the deadline the request asked for, not the time left when it was queued', async (t) => {
   const files = modelFiles(t, ['v1']);
   const pool = await startPool(t);

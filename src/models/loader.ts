@@ -210,7 +210,7 @@ export class ModelLoader {
     const latest = await this.#readFlags();
     if (latest && generation === this.#flagsGeneration) this.#apply(latest);
     // Recomputed after the swap: the version that was serving until now is no longer referenced.
-    await this.#unloadUnwanted(this.#wanted(this.#registry.rollout ?? latest, onDisk));
+    await this.#unloadUnwanted(onDisk);
   }
 
   /**
@@ -337,6 +337,7 @@ export class ModelLoader {
       }
       this.#failedFingerprint.delete(entry.key);
       this.#workerExits.delete(entry.key);
+      if (gate.msPerCandidate !== undefined) this.#pool.seedCostPerCandidate(entry.key, gate.msPerCandidate);
       this.#registry.setState(entry, 'ready');
       log.info({ provider: load.provider, loadMs: Math.round(load.loadMs), usPerCandidate: gate.msPerCandidate ? +(gate.msPerCandidate * 1000).toFixed(2) : null }, 'model version ready');
       this.#events.loaded?.(entry);
@@ -382,17 +383,33 @@ export class ModelLoader {
     }
   }
 
-  async #unloadUnwanted(wanted: Set<string>): Promise<void> {
-    const referenced = this.#registry.referenced();
+  /**
+   * Unload ready versions nothing wants, each judged just before it is drained: flags this loader
+   * writes take effect at once, also while an earlier version of this loop drains, and a snapshot
+   * taken before the loop unloaded a version the operator had just made stable (503s until a rescan).
+   */
+  async #unloadUnwanted(onDisk: Map<string, string>): Promise<void> {
+    const unwanted = (entry: ModelVersion) => !this.#wanted(this.#registry.rollout, onDisk).has(entry.key) && !this.#registry.referenced().has(entry.key);
     for (const entry of this.#registry.all()) {
-      if (entry.state !== 'ready' || wanted.has(entry.key) || referenced.has(entry.key)) continue;
-      await this.#drainAndUnload(entry);
+      if (entry.state !== 'ready' || !unwanted(entry)) continue;
+      await this.#drainAndUnload(entry, () => unwanted(entry));
     }
   }
 
-  async #drainAndUnload(entry: ModelVersion): Promise<void> {
+  /**
+   * Drain a version and unload it, unless `stillUnwanted` says otherwise once it has drained (flags
+   * that routed it meanwhile): then it is ready again and the flags are applied.
+   */
+  async #drainAndUnload(entry: ModelVersion, stillUnwanted: () => boolean): Promise<void> {
     this.#registry.setState(entry, 'draining');
+    // Shadow work waiting for an idle worker holds a reference: it would hold the drain for seconds.
+    this.#pool.cancelBackground(entry.key);
     await this.#registry.drain(entry);
+    if (!stillUnwanted()) {
+      this.#registry.setState(entry, 'ready');
+      if (this.#registry.rollout) this.#apply(this.#registry.rollout);
+      return;
+    }
     await this.#pool.unload(entry.key);
     this.#registry.setState(entry, 'unloaded');
     this.#log.info({ model: entry.name, version: entry.version }, 'model version unloaded');
@@ -430,7 +447,7 @@ export class ModelLoader {
         if (this.#registry.referenced().has(entry.key)) throw Errors.VERSION_NOT_READY(entry.key, 'referenced by rollout flags; change the flags first');
         this.#pinnedLoads.delete(entry.key);
         this.#manualUnloads.add(entry.key);
-        if (entry.state === 'ready') await this.#drainAndUnload(entry);
+        if (entry.state === 'ready') await this.#drainAndUnload(entry, () => !flaggedKeys(this.#registry.rollout).has(entry.key) && !this.#registry.referenced().has(entry.key));
         return entry;
       }),
     );
@@ -438,7 +455,7 @@ export class ModelLoader {
 
   /** Merge one model's flags into the current rollout and apply it (admin API). */
   async updateFlags(name: string, change: FlagChange): Promise<string[]> {
-    return (await this.#flagQueue.run(() => this.#edit(async () => mergeFlags(await this.#readFlags(), name, change)))).warnings;
+    return (await this.#edit(async () => mergeFlags(await this.#readFlags(), name, change))).warnings;
   }
 
   /**
@@ -447,20 +464,18 @@ export class ModelLoader {
    * that version (an operator replaced the canary meanwhile, or another process rolled it back first).
    */
   rollbackCanary(name: string, version: number): Promise<{ written: boolean; warnings: string[] }> {
-    return this.#flagQueue.run(() =>
-      this.#edit(async () => {
-        // Decided on the flags as they are once this change holds the lock, not as they were when queued.
-        const current = await this.#readFlags();
-        const canary = flagsOf(current, name)?.canary;
-        if (!canary || canary.version !== version || canary.percent === 0) return kNoChange;
-        return mergeFlags(current, name, { canary: { version, percent: 0 } });
-      }),
-    );
+    return this.#edit(async () => {
+      // Decided on the flags as they are once this change holds the lock, not as they were when queued.
+      const current = await this.#readFlags();
+      const canary = flagsOf(current, name)?.canary;
+      if (!canary || canary.version !== version || canary.percent === 0) return kNoChange;
+      return mergeFlags(current, name, { canary: { version, percent: 0 } });
+    });
   }
 
   /** Validate, persist atomically, then apply new flags. Bad flags change nothing. */
   async setRollout(candidate: unknown): Promise<string[]> {
-    return (await this.#flagQueue.run(() => this.#edit(async () => candidate))).warnings;
+    return (await this.#edit(async () => candidate)).warnings;
   }
 
   /**
@@ -469,16 +484,21 @@ export class ModelLoader {
    * the publisher; this loader's queue covers its own callers, so they do not poll the lock file.
    */
   async #edit(edit: () => Promise<unknown>): Promise<{ written: boolean; warnings: string[] }> {
-    const written = await editRollout(this.#options.modelRepo, edit, {
-      timeoutMs: this.#options.rolloutLockTimeoutMs,
-      onStale: (owner, ageMs) => this.#log.warn({ owner, ageMs: Math.round(ageMs) }, 'removed a stale rollout lock'),
+    // Queued: the read, write and apply, one edit at a time. Not the scan after it, which may wait
+    // behind a scan that is loading and gating a version: a second rollback waited that long.
+    const written = await this.#flagQueue.run(async () => {
+      const rollout = await editRollout(this.#options.modelRepo, edit, {
+        timeoutMs: this.#options.rolloutLockTimeoutMs,
+        onStale: (owner, ageMs) => this.#log.warn({ owner, ageMs: Math.round(ageMs) }, 'removed a stale rollout lock'),
+      });
+      if (rollout === null) return null;
+      this.#events.rolloutWritten?.();
+      // In effect at once, for the versions that are ready (a rollback, a promotion).
+      this.#flagsGeneration++;
+      this.#apply(rollout);
+      return rollout;
     });
     if (written === null) return { written: false, warnings: this.#registry.routing.warnings };
-    this.#events.rolloutWritten?.();
-    // In effect at once, for the versions that are ready (a rollback, a promotion): the scan below may
-    // wait behind a scan that is loading and gating a new version.
-    this.#flagsGeneration++;
-    this.#apply(written);
     await this.scan();
     // Already a ROLLOUT_INVALID ("rollout flags rejected: ..."): wrapping it again doubled the prefix.
     if (this.#rolloutError) throw isRankerError(this.#rolloutFailure) ? this.#rolloutFailure : Errors.ROLLOUT_INVALID(this.#rolloutError);

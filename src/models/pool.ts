@@ -494,6 +494,21 @@ export class InferencePool {
     });
   }
 
+  /** Fail the background work waiting for `key` (its version is draining): it would hold the drain. */
+  cancelBackground(key: string): void {
+    const error = unavailable(key);
+    this.#rejectBackground((item) => (item.key === key ? error : null));
+  }
+
+  /**
+   * A first cost per candidate for `key` (the gate's timing), until its own batches give one: without
+   * it, deadline checks counted 0.002 ms per candidate, or nothing, for a version whose batches had
+   * not yet been large enough.
+   */
+  seedCostPerCandidate(key: string, msPerCandidate: number): void {
+    if (!this.#msPerCandidate.has(key) && Number.isFinite(msPerCandidate) && msPerCandidate > 0) this.#msPerCandidate.set(key, msPerCandidate);
+  }
+
   /** Expected run time of `candidates` candidates of `key` from its recent batches; null before any ran. */
   observedRunMs(key: string, candidates: number): number | null {
     const perCandidate = this.#msPerCandidate.get(key);
@@ -722,7 +737,7 @@ export class InferencePool {
     // Per candidate, from batches large enough that a run's fixed part (0.1-1 ms) is spread thin: one
     // batch of a single candidate put it all on that candidate and raised every later estimate ~40x
     // (false 504s, and shadows judged too slow for good, since a skipped shadow never runs again).
-    if (batch.candidates >= kEstimateMinCandidates) {
+    if (batch.candidates >= Math.min(kEstimateMinCandidates, this.#batchLimit(items[0]))) {
       const observed = runMs / batch.candidates;
       const previous = this.#msPerCandidate.get(batch.key);
       this.#msPerCandidate.set(batch.key, previous === undefined ? observed : previous * 0.8 + observed * 0.2);
