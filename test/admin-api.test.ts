@@ -202,3 +202,28 @@ test('two canary rollbacks during a slow load both take effect at once', async (
   assert.deepEqual((await rollbacks).map((r) => r.written), [true, true]);
   assert.equal(percent('feed-ctr') + percent('feed-cvr'), 0);
 });
+
+// The routing table keeps the entries it was built from; a review saw a routed version answer 200
+// while it was being loaded and gated again (after a race that unloaded it, since fixed).
+test('a routed version that is not ready (loading, validating) answers 503, not unvalidated scores', async (t) => {
+  const { app } = await startAppWithRepo(t);
+  const { registry } = app.ranker;
+  const stable = registry.get('feed-ctr', 1)!;
+  registry.setState(stable, 'validating');
+  const res = await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1) });
+  assert.equal(res.statusCode, 503, res.body);
+  assert.equal(res.json().error.code, 'MODEL_VERSION_UNAVAILABLE');
+  registry.setState(stable, 'ready');
+  assert.equal((await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1) })).statusCode, 200);
+});
+
+test('a canary that is not ready sends its users to stable', async (t) => {
+  const rollout = defaultRollout();
+  rollout.models['feed-ctr'].canary = { version: 2, percent: 100 };
+  const { app } = await startAppWithRepo(t, {}, kTwoVersionsEach, rollout);
+  const { registry } = app.ranker;
+  const rank = async () => (await app.inject({ method: 'POST', url: '/v1/rank', payload: sampleRequest(5, 5, 1) })).json().models.ctr;
+  assert.equal((await rank()).version, 2);
+  registry.setState(registry.get('feed-ctr', 2)!, 'loading');
+  assert.deepEqual(await rank(), { name: 'feed-ctr', version: 1, arm: 'stable' });
+});

@@ -60,6 +60,13 @@ export interface Resolved {
   shadows: ModelVersion[];
 }
 
+/**
+ * Whether a routed version may score: the table is built from ready versions, and one that left ready
+ * since (reloading, validating) must not serve what its gate has not passed. Draining still serves:
+ * its sessions stay loaded until its requests are done.
+ */
+const serves = (version: ModelVersion) => version.state === 'ready' || version.state === 'draining';
+
 export class ModelRegistry extends EventEmitter {
   #versions = new Map<string, Map<number, ModelVersion>>();
   #table: RoutingTable = { salt: '', surfaces: new Map(), models: new Map(), warnings: [] };
@@ -235,13 +242,14 @@ export class ModelRegistry extends EventEmitter {
       if (entry.state !== 'ready') throw Errors.VERSION_NOT_READY(entry.key, entry.state);
       version = entry;
       arm = 'pinned';
-    } else if (modelRoute.canary && inCanary(userId, name, table.salt, modelRoute.canary.percent) && servable(modelRoute.canary.version)) {
+    } else if (modelRoute.canary && inCanary(userId, name, table.salt, modelRoute.canary.percent) && servable(modelRoute.canary.version) && serves(modelRoute.canary.version)) {
       version = modelRoute.canary.version;
       arm = 'canary';
     } else {
       version = modelRoute.stable;
       arm = 'stable';
     }
+    if (!serves(version)) throw Errors.VERSION_UNAVAILABLE(version.key);
     version.refs++;
     return { version, arm, shadows: modelRoute.shadow };
   }
