@@ -88,6 +88,26 @@ const kReloadRetryMaxMs = 8000;
 const kEstimateMinCandidates = 64;
 const noop = () => undefined;
 
+/**
+ * Fail and drop, in place, the queued items `reasonFor` returns an error for; the others keep their
+ * order. Returns the candidates dropped.
+ */
+function rejectWhere(queue: PendingItem[], reasonFor: (item: PendingItem) => RankerError | null): number {
+  let kept = 0;
+  let dropped = 0;
+  for (const item of queue) {
+    const error = reasonFor(item);
+    if (error) {
+      dropped += item.candidates;
+      item.reject(error);
+    } else {
+      queue[kept++] = item;
+    }
+  }
+  queue.length = kept;
+  return dropped;
+}
+
 /** `baseMs`, doubled for each failure after the first, at most `maxMs`. */
 function backoffMs(failures: number, baseMs: number, maxMs: number): number {
   return Math.min(maxMs, baseMs * 2 ** (failures - 1));
@@ -479,8 +499,9 @@ export class InferencePool {
   /**
    * Score one encoded request behind all traffic: dispatched only while no request waits and to a worker
    * with no batch running or queued, one batch at a time, and not counted in the queue's length (once
-   * running, it is in its worker's backlog like any batch). A request that arrives while it runs still waits for that one run, so
-   * callers bound its cost (ShadowRunner); it fails at `deadlineAt` if no worker was idle by then.
+   * running, it is in its worker's backlog like any batch). A request that arrives while it runs still
+   * waits for that one run, so callers bound its cost (ShadowRunner); it fails at `deadlineAt` if no
+   * worker was idle by then.
    */
   scoreInBackground(key: string, plan: FeaturePlan, encoded: EncodedRequest, outputName: string, deadlineAt: number): Promise<Float32Array> {
     if (this.#closing) return Promise.reject(Errors.SHUTTING_DOWN());
@@ -624,31 +645,18 @@ export class InferencePool {
   }
 
   #rejectBackground(reasonFor: (item: PendingItem) => RankerError | null): void {
-    this.#background = this.#background.filter((item) => {
-      const error = reasonFor(item);
-      if (error) item.reject(error);
-      return error === null;
-    });
+    rejectWhere(this.#background, reasonFor);
   }
 
+  /** A worker that would take `key` now with nothing running or queued on it. */
   #idleSlot(key: string): Slot | null {
-    for (const slot of this.#slots) if (slot.ready && slot.loading === 0 && slot.inflight.size === 0 && slot.keys.has(key)) return slot;
-    return null;
+    const slot = this.#freeSlot(key);
+    return slot && slot.inflight.size === 0 ? slot : null;
   }
 
   /** Fail and drop the queued items `reasonFor` returns an error for; the others keep their order. */
   #rejectPending(reasonFor: (item: PendingItem) => RankerError | null): void {
-    let kept = 0;
-    for (const item of this.#pending) {
-      const error = reasonFor(item);
-      if (error) {
-        this.#pendingCandidates -= item.candidates;
-        item.reject(error);
-      } else {
-        this.#pending[kept++] = item;
-      }
-    }
-    this.#pending.length = kept;
+    this.#pendingCandidates -= rejectWhere(this.#pending, reasonFor);
   }
 
   /** Candidates a batch of `item`'s version may hold: BATCH_MAX_CANDIDATES, or less where its manifest says so. */
