@@ -16,7 +16,7 @@ import { assembleBatch, encodeRequest, type Feeds } from '../features/encode.js'
 import type { FeaturePlan } from '../features/plan.js';
 import type { RankRequest } from '../features/request.js';
 import type { Manifest } from './manifest.js';
-import { calibrate, countInvalidProbabilities } from './probabilities.js';
+import { calibrate, countInvalidProbabilities, logit, meanLogit } from './probabilities.js';
 import type { InferencePool, LoadInfo } from './pool.js';
 import type { GateReport } from './registry.js';
 import { readRepositoryText } from './repository-files.js';
@@ -60,11 +60,6 @@ export function feedsFromGolden(inputs: Record<string, GoldenTensor>): Feeds {
         : { type: 'float32', dims: t.shape, data: Float32Array.from(t.data) };
   }
   return feeds;
-}
-
-function logit(p: number): number {
-  const q = Math.min(Math.max(p, 1e-7), 1 - 1e-7);
-  return Math.log(q / (1 - q));
 }
 
 export function quantiles(values: Float32Array | number[]): Record<string, number> {
@@ -239,12 +234,6 @@ function stretchHistory(request: RankRequest, length: number) {
   if (length === 0) return [];
   const template = source.length > 0 ? source : [{ adId: 1, surface: 'feed', event: 'impression', ts: 0 }];
   return Array.from({ length }, (_, i) => ({ ...template[i % template.length], ts: i }));
-}
-
-function meanLogit(values: Float32Array): number {
-  let sum = 0;
-  for (const v of values) sum += logit(v);
-  return sum / Math.max(1, values.length);
 }
 
 async function scoreAll(pool: InferencePool, key: string, plan: FeaturePlan, outputName: string, requests: RankRequest[]): Promise<Float32Array> {

@@ -72,11 +72,11 @@ export function validateManifest(value: unknown, where: string, expected?: { nam
     throw fail(`says ${manifest.name}@${manifest.version} but lives in ${expected.name}/${expected.version}`);
   }
   const calibration = manifest.calibration;
-  if (calibration.method === 'platt' && (calibration.slope === undefined || calibration.intercept === undefined)) {
-    throw fail('/calibration: method platt needs slope and intercept');
+  if (calibration.method === 'platt') {
+    if (calibration.slope === undefined || calibration.intercept === undefined) throw fail('/calibration: method platt needs slope and intercept');
+    // A slope of 0 serves one score for every candidate, a negative one the model's order reversed.
+    if (!(calibration.slope > 0)) throw fail(`/calibration/slope must be positive, got ${calibration.slope}`);
   }
-  // A slope of 0 serves one score for every candidate, a negative one the model's order reversed.
-  if (calibration.method === 'platt' && !(calibration.slope! > 0)) throw fail(`/calibration/slope must be positive, got ${calibration.slope}`);
   const buckets = manifest.history.buckets;
   for (let i = 1; i < buckets.length; i++) if (buckets[i] <= buckets[i - 1]) throw fail('/history/buckets must be strictly increasing');
   if (buckets[buckets.length - 1] !== manifest.history.maxLength) throw fail('/history/buckets must end at /history/maxLength');

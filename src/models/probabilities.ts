@@ -21,10 +21,19 @@ export function calibrate(scores: Float32Array, calibration: Manifest['calibrati
   if (calibration.method !== 'platt') return scores;
   const slope = calibration.slope!;
   const intercept = calibration.intercept!;
-  for (let i = 0; i < scores.length; i++) {
-    // Clamped so that 0 and 1 keep a finite logit (and a slope of 0 gives sigmoid(intercept), not NaN).
-    const p = Math.min(Math.max(scores[i], 1e-7), 1 - 1e-7);
-    scores[i] = 1 / (1 + Math.exp(-(slope * Math.log(p / (1 - p)) + intercept)));
-  }
+  for (let i = 0; i < scores.length; i++) scores[i] = 1 / (1 + Math.exp(-(slope * logit(scores[i]) + intercept)));
   return scores;
+}
+
+/** log(p / (1 - p)), p clamped to [1e-7, 1 - 1e-7] first so that 0 and 1 keep a finite logit. */
+export function logit(p: number): number {
+  const q = Math.min(Math.max(p, 1e-7), 1 - 1e-7);
+  return Math.log(q / (1 - q));
+}
+
+/** The mean of `logit` over `values` (0 for none): score distributions are compared in logit space. */
+export function meanLogit(values: ArrayLike<number>): number {
+  let sum = 0;
+  for (let i = 0; i < values.length; i++) sum += logit(values[i]);
+  return sum / Math.max(1, values.length);
 }

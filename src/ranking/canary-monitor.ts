@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
+import { meanLogit } from '../models/probabilities.js';
 import type { ModelRegistry } from '../models/registry.js';
 import type { ScoreObservation } from './rank-service.js';
 
@@ -56,15 +57,6 @@ function p99(values: number[]): number {
   if (values.length === 0) return 0;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(0.99 * sorted.length))];
-}
-
-function meanLogit(scores: Float32Array): number {
-  let sum = 0;
-  for (const s of scores) {
-    const q = Math.min(Math.max(s, 1e-7), 1 - 1e-7);
-    sum += Math.log(q / (1 - q));
-  }
-  return sum / Math.max(1, scores.length);
 }
 
 export class CanaryMonitor {
