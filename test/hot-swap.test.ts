@@ -32,7 +32,7 @@ test('a published version loads in the background, becomes ready, and takes traf
   assert.equal(v2.state, 'ready');
   assert.ok(v2.gate?.passed);
   // Its first deadline checks use the gate's cost per candidate, not a 2 us default.
-  assert.equal(app.ranker.pool.observedRunMs('feed-ctr@2', 100), v2.gate!.msPerCandidate! * 100);
+  assert.equal(app.ranker.pool.expectedRunMs('feed-ctr@2', 100), v2.gate!.msPerCandidate! * 100);
   assert.equal((await rank(app)).models.ctr.version, 1, 'ready is not serving: flags decide');
   writeRolloutFile(repo, defaultRollout({ 'feed-ctr': 2, 'feed-cvr': 1 }));
   await loader.scan();

@@ -266,10 +266,10 @@ test('a tiny batch does not inflate the cost per candidate that estimates are ma
   const pool = await startPool(t);
   await pool.load('feed-ctr@1', files.v1);
   for (let i = 0; i < 5; i++) await score(pool, 'feed-ctr@1', 300, 2000, i);
-  const before = pool.observedRunMs('feed-ctr@1', 300)!;
+  const before = pool.expectedRunMs('feed-ctr@1', 300)!;
   assert.ok(before > 0);
   for (let i = 0; i < 5; i++) await score(pool, 'feed-ctr@1', 1, 2000, 10 + i);
-  const after = pool.observedRunMs('feed-ctr@1', 300)!;
+  const after = pool.expectedRunMs('feed-ctr@1', 300)!;
   assert.equal(after, before, `${before.toFixed(3)} ms before the single-candidate batches, ${after.toFixed(3)} ms after`);
 });
 
@@ -297,9 +297,9 @@ test('a version whose batches are capped below 64 candidates still learns its co
   const files = modelFiles(t, ['v1']);
   const pool = await startPool(t, { batchMaxCandidates: 32 });
   await pool.load('feed-ctr@1', files.v1);
-  assert.equal(pool.observedRunMs('feed-ctr@1', 32), null);
+  assert.equal(pool.expectedRunMs('feed-ctr@1', 32), null);
   for (let i = 0; i < 3; i++) await score(pool, 'feed-ctr@1', 32, 2000, i);
-  assert.ok((pool.observedRunMs('feed-ctr@1', 32) ?? 0) > 0);
+  assert.ok((pool.expectedRunMs('feed-ctr@1', 32) ?? 0) > 0);
 });
 
 test('the 504 names the deadline the request asked for, not the time left when it was queued', async (t) => {

@@ -530,8 +530,11 @@ export class InferencePool {
     if (!this.#msPerCandidate.has(key) && Number.isFinite(msPerCandidate) && msPerCandidate > 0) this.#msPerCandidate.set(key, msPerCandidate);
   }
 
-  /** Expected run time of `candidates` candidates of `key` from its recent batches; null before any ran. */
-  observedRunMs(key: string, candidates: number): number | null {
+  /**
+   * Expected run time of `candidates` candidates of `key`: from its recent batches, or its gate's
+   * timing until there are some (seedCostPerCandidate); null when neither is known.
+   */
+  expectedRunMs(key: string, candidates: number): number | null {
     const perCandidate = this.#msPerCandidate.get(key);
     return perCandidate === undefined ? null : perCandidate * candidates;
   }

@@ -39,16 +39,6 @@ export class ShadowRunner {
     this.#maxRunMs = limits.maxRunMs;
   }
 
-  /**
-   * What a run of `candidates` is expected to cost: from the version's recent runs, else from its
-   * gate's timing (the slowest history bucket, so an overestimate for short histories).
-   */
-  #expectedRunMs(shadow: ModelVersion, candidates: number): number {
-    const observed = this.#pool.observedRunMs(shadow.key, candidates);
-    if (observed !== null) return observed;
-    return (shadow.gate?.msPerCandidate ?? 0) * candidates;
-  }
-
   #drop(reason: 'busy' | 'too_slow' | 'failed'): void {
     this.dropped++;
     this.#metrics.shadowDropped.inc({ reason });
@@ -60,7 +50,8 @@ export class ShadowRunner {
         this.#drop('busy');
         continue;
       }
-      if (this.#expectedRunMs(shadow, request.candidates.length) > this.#maxRunMs) {
+      // From the version's recent runs, or its gate's timing (the pool is seeded with it at load).
+      if ((this.#pool.expectedRunMs(shadow.key, request.candidates.length) ?? 0) > this.#maxRunMs) {
         this.#drop('too_slow');
         continue;
       }
