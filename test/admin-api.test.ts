@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { kAdminAuth, sampleRequest, startAppWithRepo } from './helpers/app.js';
+import { kAdminAuth, kSlowModelsLoad, sampleRequest, startAppWithRepo } from './helpers/app.js';
 import { defaultRollout, kTwoVersionsEach, writeRolloutFile, writeVersion } from './helpers/fixture-repo.js';
 import { validateRollout } from '../src/models/rollout.js';
 
@@ -127,7 +127,7 @@ test('a load by hand during an unload drain waits for it and leaves the version 
 test('a canary rollback takes effect at once while a load by hand is gating a slow version', async (t) => {
   const rollout = defaultRollout();
   rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
-  const { app, repo } = await startAppWithRepo(t, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } }, kTwoVersionsEach, rollout);
+  const { app, repo } = await startAppWithRepo(t, kSlowModelsLoad, kTwoVersionsEach, rollout);
   const { loader, registry } = app.ranker;
   // A canary at 0% routes nobody: the routing table then has no canary for the model.
   const canaryPercent = () => registry.routing.models.get('feed-ctr')?.canary?.percent ?? 0;
@@ -183,7 +183,7 @@ test('two canary rollbacks during a slow load both take effect at once', async (
   const rollout = defaultRollout({ 'feed-ctr': 1, 'feed-cvr': 1 });
   rollout.models['feed-ctr'].canary = { version: 2, percent: 50 };
   rollout.models['feed-cvr'].canary = { version: 2, percent: 50 };
-  const { app, repo } = await startAppWithRepo(t, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } }, [
+  const { app, repo } = await startAppWithRepo(t, kSlowModelsLoad, [
     ...kTwoVersionsEach,
     { name: 'feed-cvr', version: 2, variant: 'v2', objective: 'cvr' },
   ], rollout);

@@ -5,7 +5,7 @@ import { connect, type Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
-import { inferInputs, listenWithRepo, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
+import { inferInputs, kSlowModelsLoad, listenWithRepo, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import type { Config } from '../src/config.js';
 
 async function burst(t: import('node:test').TestContext, overrides: Partial<Config>, count: number, reason = 'inflight') {
@@ -113,7 +113,7 @@ test('a pipelined connection dropped mid-way gives back every place its requests
   // A slow ctr model keeps the first request scoring for 0.1-0.4 s: the window in which to drop it.
   const { app, url, open } = await listenWithRepo(
     t,
-    { maxInflightRequests: 4, admissionWaitMs: 0, poolSize: 1, gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } },
+    { maxInflightRequests: 4, admissionWaitMs: 0, poolSize: 1, ...kSlowModelsLoad },
     [
       { name: 'feed-ctr', version: 1, variant: 'slow' },
       { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },

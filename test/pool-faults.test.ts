@@ -14,7 +14,7 @@ import { compileFeaturePlan } from '../src/features/plan.js';
 import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { RankerError } from '../src/errors.js';
 import { fixtureDir, fixtureManifest, makeRepo, type Variant } from './helpers/fixture-repo.js';
-import { sampleRequest, startApp } from './helpers/app.js';
+import { kSlowModelsLoad, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 
 const plan = compileFeaturePlan(fixtureManifest('feed-ctr', 1, 'feed', 'ctr', 'unused'));
 
@@ -317,16 +317,11 @@ test('the 504 names the deadline the request asked for, not the time left when i
 });
 
 test('/v1/rank queued behind a busy worker answers 504 with its own deadlineMs, on time', async (t) => {
-  const repo = makeRepo([
+  const { app } = await startAppWithRepo(t, { workerQueueDepth: 1, ...kSlowModelsLoad }, [
     { name: 'feed-ctr', version: 1, variant: 'v1' },
     { name: 'feed-ctr', version: 2, variant: 'slow' },
     { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
   ]);
-  const app = await startApp(repo.dir, { workerQueueDepth: 1, gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
   assert.equal(app.ranker.pool.isLoaded('feed-ctr@2'), true, 'the slow version is loaded to keep the worker busy');
   let busyDone = false;
   const busy = occupy(app.ranker.pool, 'feed-ctr@2').finally(() => (busyDone = true));
@@ -346,16 +341,11 @@ test('/v1/rank queued behind a busy worker answers 504 with its own deadlineMs, 
 // estimates that each included the worker's backlog, so it was refused when its deadline lay between
 // the real wait and twice the backlog.
 test('/v1/rank counts the worker backlog once for a request that needs both models', async (t) => {
-  const repo = makeRepo([
+  const { app } = await startAppWithRepo(t, kSlowModelsLoad, [
     { name: 'feed-ctr', version: 1, variant: 'v1' },
     { name: 'feed-ctr', version: 2, variant: 'slow' },
     { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
   ]);
-  const app = await startApp(repo.dir, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
   const { pool, registry } = app.ranker;
   const slow = registry.get('feed-ctr', 2)!;
   const stable = registry.get('feed-ctr', 1)!;

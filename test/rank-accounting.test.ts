@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { sampleRequest, startAppWithRepo } from './helpers/app.js';
+import { kSlowModelsLoad, sampleRequest, startAppWithRepo } from './helpers/app.js';
 import { Errors } from '../src/errors.js';
 
 const metricLines = async (app: import('fastify').FastifyInstance, prefix: string) =>
@@ -125,7 +125,7 @@ test('a deadline counts from arrival: time spent waiting for admission is spent 
 // When a request's ctr call failed first, both versions were released at once while the cvr call
 // still ran: an unload waiting for the cvr version's requests to drain went ahead under it.
 test('a version stays referenced while its call runs, even after the request failed on the other model', async (t) => {
-  const { app } = await startAppWithRepo(t, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } }, [
+  const { app } = await startAppWithRepo(t, kSlowModelsLoad, [
     { name: 'feed-ctr', version: 1, variant: 'v1' },
     { name: 'feed-cvr', version: 1, variant: 'slow', objective: 'cvr' },
   ]);

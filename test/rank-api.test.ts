@@ -4,7 +4,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
-import { inferInputs, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
+import { inferInputs, kSlowModelsLoad, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../src/config.js';
 import { rankSchemas } from '../src/routes/rank-schema.js';
@@ -175,16 +175,10 @@ test('concurrent requests are batched together without mixing results', async (t
 });
 
 test('the event loop keeps turning while a worker scores a slow model', async (t) => {
-  const repo = makeRepo([
+  const { app } = await startAppWithRepo(t, kSlowModelsLoad, [
     { name: 'feed-ctr', version: 1, variant: 'slow' },
     { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
   ]);
-  // The slow fixture is held back by the gate's default latency limit; allow it here.
-  const app = await startApp(repo.dir, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
-  t.after(async () => {
-    await app.close();
-    repo.cleanup();
-  });
   assert.equal(app.ranker.registry.get('feed-ctr', 1)?.state, 'ready');
   const histogram = monitorEventLoopDelay({ resolution: 1 });
   let ticks = 0;

@@ -5,12 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { sampleRequest, startAppWithRepo } from './helpers/app.js';
+import { kSlowModelsLoad, sampleRequest, startAppWithRepo } from './helpers/app.js';
 import { defaultRollout, type VersionSpec } from './helpers/fixture-repo.js';
 import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { Config } from '../src/config.js';
-
-const kSlowLoads = { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } };
 
 async function appWithShadow(t: import('node:test').TestContext, shadowVariant: VersionSpec['variant'], overrides: Partial<Config> = {}, extra: VersionSpec[] = []) {
   const rollout = defaultRollout();
@@ -26,7 +24,7 @@ async function appWithShadow(t: import('node:test').TestContext, shadowVariant: 
 
 test('a shadow scoring waits behind a request that arrives after it, even where the worker would take both', async (t) => {
   // feed-ctr@3, the slow fixture (loaded as one of the newest two), keeps the only worker busy for ~1 s.
-  const app = await appWithShadow(t, 'v2', kSlowLoads, [{ name: 'feed-ctr', version: 3, variant: 'slow' }]);
+  const app = await appWithShadow(t, 'v2', kSlowModelsLoad, [{ name: 'feed-ctr', version: 3, variant: 'slow' }]);
   const { pool, registry, shadow } = app.ranker;
   const stable = registry.get('feed-ctr', 1)!;
   const candidate = registry.get('feed-ctr', 2)!;
@@ -46,7 +44,7 @@ test('a shadow scoring waits behind a request that arrives after it, even where 
 
 test('a shadow whose run is expected to take longer than SHADOW_MAX_RUN_MS is skipped and counted', async (t) => {
   // The slow fixture is ~100x a student's cost per candidate; the gate limit is raised so that it loads.
-  const app = await appWithShadow(t, 'slow', kSlowLoads);
+  const app = await appWithShadow(t, 'slow', kSlowModelsLoad);
   const body = sampleRequest(200, 20, 6);
   body.candidates.forEach((c) => (c.bidType = 'cpc'));
   const ranked = await app.inject({ method: 'POST', url: '/v1/rank', payload: body });
@@ -57,7 +55,7 @@ test('a shadow whose run is expected to take longer than SHADOW_MAX_RUN_MS is sk
   const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
   assert.match(metrics, /shadow_dropped_total\{reason="too_slow"\} 1/);
   // Raised past its cost, the same shadow runs.
-  const generous = await appWithShadow(t, 'slow', { ...kSlowLoads, shadowMaxRunMs: 1000 });
+  const generous = await appWithShadow(t, 'slow', { ...kSlowModelsLoad, shadowMaxRunMs: 1000 });
   assert.equal((await generous.inject({ method: 'POST', url: '/v1/rank', payload: body })).statusCode, 200);
   await generous.ranker.shadow.idle();
   assert.equal(generous.ranker.shadow.summaries()[0]?.requests, 1);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { fixtureDir, makeRepo } from './helpers/fixture-repo.js';
-import { sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
+import { kSlowModelsLoad, sampleRequest, startApp, startAppWithRepo } from './helpers/app.js';
 import { assembleBatch, encodeRequest } from '../src/features/encode.js';
 import type { RankerError } from '../src/errors.js';
 
@@ -50,7 +50,7 @@ test('closing the app while a slow batch runs waits for it instead of aborting t
     { name: 'feed-cvr', version: 1, variant: 'v2', objective: 'cvr' },
   ]);
   t.after(() => repo.cleanup());
-  const app = await startApp(repo.dir, { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } });
+  const app = await startApp(repo.dir, kSlowModelsLoad);
   const body = sampleRequest(1500, 20, 3);
   body.candidates.forEach((c) => (c.bidType = 'cpc'));
   const plan = app.ranker.registry.get('feed-ctr', 1)!.plan!;

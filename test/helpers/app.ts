@@ -20,6 +20,12 @@ export async function startApp(modelRepo: string, overrides: Partial<Config> = {
   return app;
 }
 
+/**
+ * Config that lets the slow fixture (~100x a student's cost per candidate) pass the gate: the default
+ * latency limit holds it back. The distribution limits are the defaults.
+ */
+export const kSlowModelsLoad: Partial<Config> = { gate: { maxMeanShift: 1.5, maxQuantileShift: 2.5, maxMsPerCandidate: 1000 } };
+
 /** An app over a fresh fixture repository; both are closed and removed when the test ends. */
 export async function startAppWithRepo(t: import('node:test').TestContext, overrides: Partial<Config> = {}, versions?: VersionSpec[], rollout?: Rollout) {
   const repo = makeRepo(versions, rollout);
